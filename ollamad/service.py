@@ -1,0 +1,144 @@
+"""The operations, the one place both transports (Unix socket and HTTP) call.
+
+Each operation is an async generator of events (dicts shaped like Ollama's HTTP JSON bodies). A
+one-shot operation yields exactly one event; a streaming one yields progress or tokens. Failures
+are raised as :mod:`ollamad.errors` exceptions. Store work runs in worker threads so that one slow
+disk never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ollamad import __version__, model_info
+from ollamad.errors import BadRequest, InvalidName, NotFound
+from ollamad.store import ModelName, ModelStore
+
+log = logging.getLogger(__name__)
+
+Args = dict[str, Any]
+Events = AsyncIterator[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked: peer credentials for the Unix socket, the address for HTTP."""
+
+    transport: str
+    uid: int | None = None
+    gid: int | None = None
+    pid: int | None = None
+
+    def __str__(self) -> str:
+        if self.uid is None:
+            return self.transport
+        return f"{self.transport} uid={self.uid} gid={self.gid} pid={self.pid}"
+
+
+Operation = Callable[["Service", Args, Caller], Events]
+OPERATIONS: dict[str, Operation] = {}
+
+
+def operation(name: str) -> Callable[[Operation], Operation]:
+    def register(func: Operation) -> Operation:
+        OPERATIONS[name] = func
+        return func
+    return register
+
+
+def _string(args: Args, key: str, default: str | None = None) -> str:
+    value = args.get(key, default)
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _model_arg(args: Args) -> ModelName:
+    """The ``model`` argument (or Ollama's deprecated ``name``), parsed."""
+    raw = args.get("model") or args.get("name")
+    if not raw:
+        raise BadRequest("model is required")
+    if not isinstance(raw, str):
+        raise BadRequest("model must be a string")
+    return ModelName.parse(raw)
+
+
+class Service:
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+
+    def run(self, op: str, args: Args, caller: Caller) -> Events:
+        """The event stream of operation ``op``; BadRequest if there is no such operation."""
+        try:
+            handler = OPERATIONS[op]
+        except KeyError:
+            raise BadRequest(f"unknown operation {op!r}") from None
+        return handler(self, args, caller)
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        # abandon_on_cancel=False: a store write, once started, finishes; it is atomic anyway.
+        return await trio.to_thread.run_sync(functools.partial(func, *args))
+
+
+@operation("version")
+async def version(service: Service, args: Args, caller: Caller) -> Events:
+    yield {"version": __version__}
+
+
+@operation("list")
+async def list_models(service: Service, args: Args, caller: Caller) -> Events:
+    def entries() -> list[dict[str, Any]]:
+        models = sorted(service.store.models(), key=lambda m: m.mtime_ns, reverse=True)
+        return [model_info.list_entry(service.store, stored) for stored in models]
+
+    yield {"models": await service._in_thread(entries)}
+
+
+@operation("show")
+async def show(service: Service, args: Args, caller: Caller) -> Events:
+    name = _model_arg(args)
+    options = args.get("options") or {}
+    if not isinstance(options, dict):
+        raise BadRequest("options must be an object")
+    system = _string(args, "system", "")
+    verbose = bool(args.get("verbose", False))
+
+    def build() -> dict[str, Any]:
+        stored = service.store.get(name)
+        return model_info.show(service.store, stored, verbose=verbose, system=system,
+                               options=options)
+
+    yield await service._in_thread(build)
+
+
+@operation("copy")
+async def copy(service: Service, args: Args, caller: Caller) -> Events:
+    raw_source, raw_destination = _string(args, "source", ""), _string(args, "destination", "")
+    try:
+        source = ModelName.parse(raw_source)
+    except InvalidName:
+        raise BadRequest(f'source "{raw_source}" is invalid') from None
+    try:
+        destination = ModelName.parse(raw_destination)
+    except InvalidName:
+        raise BadRequest(f'destination "{raw_destination}" is invalid') from None
+    try:
+        written = await service._in_thread(service.store.copy, source, destination)
+    except NotFound:
+        raise NotFound(f'model "{raw_source}" not found') from None
+    log.info("copied %s to %s for %s", source, written, caller)
+    yield {}
+
+
+@operation("delete")
+async def delete(service: Service, args: Args, caller: Caller) -> Events:
+    name = _model_arg(args)
+    stored = await service._in_thread(service.store.delete, name)
+    log.info("deleted %s for %s", stored.name, caller)
+    yield {}
