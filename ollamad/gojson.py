@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Go's encoder escapes these inside strings (HTML safety and JavaScript line terminators).
@@ -21,7 +21,7 @@ def dumps(obj: Any) -> str:
 def format_time(ns: int, utc: bool = False) -> str:
     """``ns`` since the epoch in Go's RFC3339Nano: local zone (or UTC), trailing zeros dropped."""
     seconds, frac = divmod(ns, 1_000_000_000)
-    tz = timezone.utc if utc else datetime.fromtimestamp(seconds).astimezone().tzinfo
+    tz = UTC if utc else datetime.fromtimestamp(seconds).astimezone().tzinfo
     stamp = datetime.fromtimestamp(seconds, tz)
     text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
     if frac:

@@ -121,7 +121,8 @@ def _to_wire(frame: ClientFrame | ServerFrame) -> dict[str, Any]:
         case Cancel(id_):
             return {"type": "cancel", "id": id_}
         case ServerHello(version, server, caps):
-            return {"type": "hello", "version": version, "server": server, "capabilities": list(caps)}
+            return {"type": "hello", "version": version, "server": server,
+                    "capabilities": list(caps)}
         case Event(id_, data):
             return {"type": "event", "id": id_, "data": data}
         case Done(id_):

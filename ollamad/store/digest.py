@@ -20,7 +20,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: object) -> Digest:
-        """Accept ``sha256:<hex>`` or ``sha256-<hex>`` (64 hex digits, any case) and nothing else."""
+        """Accept ``sha256:<hex>`` or ``sha256-<hex>`` (64 hex digits, any case), nothing else."""
         if not isinstance(text, str):
             raise InvalidDigest()
         match = _DIGEST.fullmatch(text)

@@ -154,7 +154,7 @@ class ManifestStore:
         return self.folder.joinpath(*name.parts)
 
     def names(self) -> Iterator[ModelName]:
-        """Every stored name, exactly four levels deep; files whose path is no valid name skipped."""
+        """Every stored name, four levels deep; a file whose path is no valid name is skipped."""
         for path in self.folder.glob("*/*/*/*"):
             if not path.is_file() or path.name.startswith("."):
                 continue

@@ -1,0 +1,3 @@
+from ollamactl.cli import main
+
+main()

@@ -1,0 +1,3 @@
+from ollamad.cli import main
+
+main()
