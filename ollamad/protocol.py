@@ -157,11 +157,14 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self.max_frame_size = max_frame_size
         self._fed = 0
+        # Stream offset where the frame being received began. Unpacker.tell() alone will not do:
+        # it also counts the parsed head of an incomplete object.
+        self._frame_start = 0
         self._unpacker = msgpack.Unpacker(
             raw=False,
             strict_map_key=True,
             ext_hook=_refuse_ext,
-            max_buffer_size=max_frame_size,
+            max_buffer_size=2 * max_frame_size,
             timestamp=0,
         )
 
@@ -170,14 +173,16 @@ class FrameDecoder:
         objects: list[Any] = []
         view = memoryview(data)
         while view:
-            room = self.max_frame_size - (self._fed - self._unpacker.tell())
+            room = self.max_frame_size - (self._fed - self._frame_start)
             if room <= 0:
                 raise FrameTooLarge(f"frame exceeds the limit of {self.max_frame_size} bytes")
             chunk, view = view[:room], view[room:]
             self._unpacker.feed(chunk)
             self._fed += len(chunk)
             try:
-                objects.extend(self._unpacker)
+                for obj in self._unpacker:
+                    objects.append(obj)
+                    self._frame_start = self._unpacker.tell()
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 # msgpack signals malformed input with several types (FormatError, StackError,
                 # ExtraData, UnicodeDecodeError, our ext refusal); all mean the same to us.
