@@ -95,7 +95,7 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
             if notifier.watchdog_interval:
                 nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval)
             stop = trio.Event()
-            nursery.start_soon(_on_signals, stop)
+            await nursery.start(_on_signals, stop)
             if options.idle_exit is not None:
                 nursery.start_soon(_idle_exit, activity, options.idle_exit, stop)
             log.info("ollamad %s serving on %s, store %s", __version__, where, settings.models)
@@ -121,8 +121,10 @@ async def _watchdog(notifier: Notifier, interval: float) -> None:
         await trio.sleep(interval)
 
 
-async def _on_signals(stop: trio.Event) -> None:
+async def _on_signals(stop: trio.Event,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("%s received: finishing in-flight requests", signal.Signals(signum).name)
             stop.set()
