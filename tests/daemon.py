@@ -39,7 +39,8 @@ class Notifications:
             except TimeoutError:
                 waited += 0.5
                 if proc is not None and proc.poll() is not None:
-                    raise AssertionError(f"daemon exited ({proc.returncode}) before {line}") from None
+                    raise AssertionError(
+                        f"daemon exited ({proc.returncode}) before {line}") from None
                 if waited >= timeout:
                     raise AssertionError(f"no {line} within {timeout}s") from None
                 continue
