@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF, fetched once into the cache by scripts/fetch-test-model."""
-    env = dict(os.environ, PYTHON=os.environ.get("PYTHON", "python3"))
+    env = dict(os.environ, PYTHON=sys.executable)
     out = subprocess.run([str(REPO / "scripts" / "fetch-test-model")], env=env, check=True,
                          capture_output=True, text=True).stdout
     return Path(out.strip().splitlines()[-1])
