@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +65,23 @@ class Client:
     def close(self) -> None:
         self._sock.close()
 
-    def stream(self, op: str, args: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    def stream(self, op: str, args: dict[str, Any] | None = None,
+               files: Sequence[int] = ()) -> Iterator[dict[str, Any]]:
         """Send one request and yield its events; raises RequestFailed on an error frame.
 
+        ``files`` are open descriptors handed to the daemon with the request (SCM_RIGHTS), for
+        operations that read a local file: the daemon reads what this process opened.
         Closing the generator early (Ctrl-C, break) cancels the request in the daemon.
         """
+        if files:
+            args = {**(args or {}), "fds": len(files)}
         id_, data = self._protocol.request(op, args)
-        self._sock.sendall(data)
+        if files:
+            # The descriptors ride with the first byte; the rest of the frame follows.
+            socket.send_fds(self._sock, [data[:1]], list(files))
+            self._sock.sendall(data[1:])
+        else:
+            self._sock.sendall(data)
         finished = False
         try:
             while True:
@@ -90,10 +100,11 @@ class Client:
             if not finished:
                 self._cancel(id_)
 
-    def call(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    def call(self, op: str, args: dict[str, Any] | None = None,
+             files: Sequence[int] = ()) -> dict[str, Any]:
         """A one-shot request: its last event (``{}`` if it sent none)."""
         result: dict[str, Any] = {}
-        for event in self.stream(op, args):
+        for event in self.stream(op, args, files):
             result = event
         return result
 

@@ -7,7 +7,9 @@ violation closes that one connection; every other connection carries on.
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import socket
 import struct
 
@@ -28,7 +30,10 @@ from ollamad.service import OPERATIONS, Caller, Service
 log = logging.getLogger(__name__)
 
 RECEIVE_SIZE = 64 * 1024
+# Files a client may have passed and not yet claimed by a request; more is abuse.
+MAX_PENDING_FDS = 8
 _PEERCRED = struct.Struct("3i")
+_FD = struct.Struct("i")
 
 
 def peer_credentials(sock: trio.socket.SocketType) -> Caller:
@@ -83,6 +88,7 @@ class Connection:
                                          server.max_frame_size)
         self._send_lock = trio.Lock()
         self._requests: dict[int, trio.CancelScope] = {}
+        self._fds: collections.deque[int] = collections.deque()
         self._draining = False
         self._scope = trio.CancelScope()
 
@@ -100,14 +106,39 @@ class Connection:
                 except ProtocolError as exc:
                     log.warning("closing connection from %s: %s", self.caller, exc.message)
                     await self._send(self.protocol.error(None, ErrorCode.PROTOCOL, exc.message))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     pass
                 # A closed (or broken) connection cancels its requests.
                 nursery.cancel_scope.cancel()
+        while self._fds:
+            os.close(self._fds.popleft())
+
+    async def _receive(self) -> bytes:
+        """Bytes from the peer, queueing any file descriptors that came with them."""
+        sock = self.stream.socket
+        data, ancillary, _, _ = await sock.recvmsg(
+            RECEIVE_SIZE, socket.CMSG_SPACE(MAX_PENDING_FDS * _FD.size), socket.MSG_CMSG_CLOEXEC)
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                usable = len(payload) - len(payload) % _FD.size
+                self._fds.extend(fd for (fd,) in _FD.iter_unpack(payload[:usable]))
+        if len(self._fds) > MAX_PENDING_FDS:
+            raise ProtocolError(f"more than {MAX_PENDING_FDS} unclaimed file descriptors")
+        return data
+
+    def _claim_files(self, request: Request) -> list[int]:
+        """The descriptors a request says it carries (``args["fds"]``), oldest first."""
+        count = request.args.get("fds", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ProtocolError("'fds' must be a count of passed file descriptors")
+        if count > len(self._fds):
+            raise ProtocolError(f"request {request.id} carries {count} file descriptors, "
+                                f"{len(self._fds)} arrived")
+        return [self._fds.popleft() for _ in range(count)]
 
     async def _receive_loop(self, nursery: trio.Nursery) -> None:
         while True:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await self._receive()
             if not data:
                 return
             for frame in self.protocol.receive_data(data):
@@ -117,30 +148,34 @@ class Connection:
                 elif isinstance(frame, Request):
                     scope = trio.CancelScope()
                     self._requests[frame.id] = scope
-                    nursery.start_soon(self._run_request, frame, scope)
+                    nursery.start_soon(self._run_request, frame, scope, self._claim_files(frame))
                 elif isinstance(frame, Cancel):
                     if frame.id in self._requests:
                         self._requests[frame.id].cancel()
                 else:
                     await self._send(self.protocol.hello())
 
-    async def _run_request(self, request: Request, scope: trio.CancelScope) -> None:
+    async def _run_request(self, request: Request, scope: trio.CancelScope,
+                           files: list[int]) -> None:
         try:
             with scope, self.server.activity.busy():
-                await self._answer(request)
+                await self._answer(request, files)
             if scope.cancelled_caught:
                 await self._send(self.protocol.error(request.id, ErrorCode.CANCELLED,
                                                      "request cancelled"))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            for fd in files:
+                os.close(fd)
             del self._requests[request.id]
             if self._draining and not self._requests:
                 self._scope.cancel()
 
-    async def _answer(self, request: Request) -> None:
+    async def _answer(self, request: Request, files: list[int]) -> None:
         try:
-            async for event in self.server.service.run(request.op, request.args, self.caller):
+            events = self.server.service.run(request.op, request.args, self.caller, files)
+            async for event in events:
                 await self._send(self.protocol.event(request.id, event))
         except Exception as exc:
             code, message = classify(exc)

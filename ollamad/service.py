@@ -41,7 +41,19 @@ class Caller:
         return f"{self.transport} uid={self.uid} gid={self.gid} pid={self.pid}"
 
 
-Operation = Callable[["Service", Args, Caller], Events]
+@dataclass(frozen=True)
+class Call:
+    """One invocation of an operation: who asked, and the files they passed (open fds).
+
+    The daemon never opens a path a client names: a client that wants the daemon to read a file
+    opens it itself and passes the descriptor, so the daemon reads only what the caller could.
+    """
+
+    caller: Caller
+    files: tuple[int, ...] = ()
+
+
+Operation = Callable[["Service", Args, Call], Events]
 OPERATIONS: dict[str, Operation] = {}
 
 
@@ -73,13 +85,13 @@ class Service:
     def __init__(self, store: ModelStore) -> None:
         self.store = store
 
-    def run(self, op: str, args: Args, caller: Caller) -> Events:
+    def run(self, op: str, args: Args, caller: Caller, files: list[int] | None = None) -> Events:
         """The event stream of operation ``op``; BadRequest if there is no such operation."""
         try:
             handler = OPERATIONS[op]
         except KeyError:
             raise BadRequest(f"unknown operation {op!r}") from None
-        return handler(self, args, caller)
+        return handler(self, args, Call(caller, tuple(files or ())))
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         # abandon_on_cancel=False: a store write, once started, finishes; it is atomic anyway.
@@ -87,12 +99,12 @@ class Service:
 
 
 @operation("version")
-async def version(service: Service, args: Args, caller: Caller) -> Events:
+async def version(service: Service, args: Args, call: Call) -> Events:
     yield {"version": __version__}
 
 
 @operation("list")
-async def list_models(service: Service, args: Args, caller: Caller) -> Events:
+async def list_models(service: Service, args: Args, call: Call) -> Events:
     def entries() -> list[dict[str, Any]]:
         models = sorted(service.store.models(), key=lambda m: m.mtime_ns, reverse=True)
         return [model_info.list_entry(service.store, stored) for stored in models]
@@ -101,7 +113,7 @@ async def list_models(service: Service, args: Args, caller: Caller) -> Events:
 
 
 @operation("show")
-async def show(service: Service, args: Args, caller: Caller) -> Events:
+async def show(service: Service, args: Args, call: Call) -> Events:
     name = _model_arg(args)
     options = args.get("options") or {}
     if not isinstance(options, dict):
@@ -118,7 +130,7 @@ async def show(service: Service, args: Args, caller: Caller) -> Events:
 
 
 @operation("copy")
-async def copy(service: Service, args: Args, caller: Caller) -> Events:
+async def copy(service: Service, args: Args, call: Call) -> Events:
     raw_source, raw_destination = _string(args, "source", ""), _string(args, "destination", "")
     try:
         source = ModelName.parse(raw_source)
@@ -132,13 +144,13 @@ async def copy(service: Service, args: Args, caller: Caller) -> Events:
         written = await service._in_thread(service.store.copy, source, destination)
     except NotFound:
         raise NotFound(f'model "{raw_source}" not found') from None
-    log.info("copied %s to %s for %s", source, written, caller)
+    log.info("copied %s to %s for %s", source, written, call.caller)
     yield {}
 
 
 @operation("delete")
-async def delete(service: Service, args: Args, caller: Caller) -> Events:
+async def delete(service: Service, args: Args, call: Call) -> Events:
     name = _model_arg(args)
     stored = await service._in_thread(service.store.delete, name)
-    log.info("deleted %s for %s", stored.name, caller)
+    log.info("deleted %s for %s", stored.name, call.caller)
     yield {}
