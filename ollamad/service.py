@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from ollamad import __version__, model_info
-from ollamad.errors import BadRequest, InvalidName, NotFound
+from ollamad.errors import BadRequest, CorruptStore, InvalidName, NotFound
 from ollamad.store import ModelName, ModelStore
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,14 @@ async def version(service: Service, args: Args, call: Call) -> Events:
 async def list_models(service: Service, args: Args, call: Call) -> Events:
     def entries() -> list[dict[str, Any]]:
         models = sorted(service.store.models(), key=lambda m: m.mtime_ns, reverse=True)
-        return [model_info.list_entry(service.store, stored) for stored in models]
+        found = []
+        for stored in models:
+            try:
+                found.append(model_info.list_entry(service.store, stored))
+            except CorruptStore as exc:
+                # As Ollama does: one damaged model must not hide the others.
+                log.warning("not listing %s: %s", stored.name, exc.message)
+        return found
 
     yield {"models": await service._in_thread(entries)}
 
