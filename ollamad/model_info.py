@@ -7,92 +7,25 @@ here is synchronous and reads the store only.
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from ollamad import gojson
-from ollamad.errors import CorruptStore, DigestMismatch, NotFound
-from ollamad.store import Digest, Layer, MediaType, ModelStore, StoredManifest
-from ollamad.store.gguf import GGUFInfo, InvalidGGUF, file_type_name, read_gguf
+from ollamad.model import (
+    DEFAULT_TEMPLATE,
+    ModelConfig,
+    capabilities,
+    file_type,
+    is_gpt_oss,
+    read_config,
+    read_layers,
+    read_weights_header,
+)
+from ollamad.store import Layer, MediaType, ModelStore, StoredManifest
+from ollamad.store.gguf import GGUFInfo
 from ollamad.store.modelfile import Modelfile, parameters_text, show_text
 
-T = TypeVar("T")
-
-MEDIA_DRAFT = "application/vnd.ollama.image.draft"
-DEFAULT_TEMPLATE = "{{ .Prompt }}"  # what Ollama uses for a model without a TEMPLATE layer
-# The config blob is a few hundred bytes; the text layers are prompts and licenses.
-MAX_CONFIG_BYTES = 1 << 20
-MAX_TEXT_BYTES = 16 << 20
 # Keys Ollama deletes from show's model_info (a native chat template is shown as `template`).
 HIDDEN_KEYS = ("general.name", "tokenizer.chat_template")
-
-
-# -- the config blob ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The fields of the config blob (Ollama's ConfigV2) that list and show report."""
-
-    model_format: str = ""
-    model_family: str = ""
-    model_families: list[str] | None = None
-    model_type: str = ""
-    file_type: str = ""
-    renderer: str = ""
-    parser: str = ""
-    requires: str = ""
-    remote_host: str = ""
-    remote_model: str = ""
-    capabilities: list[str] = field(default_factory=list)
-    context_length: int = 0
-    embedding_length: int = 0
-    base_name: str = ""
-
-    @classmethod
-    def parse(cls, raw: bytes) -> ModelConfig:
-        """Decode as Go decodes into the struct: unknown keys ignored, a wrong type an error."""
-        obj = json.loads(raw)
-        if obj is None:
-            return cls()
-        if not isinstance(obj, dict):
-            raise ValueError("config is not a JSON object")
-        strings = {key: _typed(obj, key, str, "") for key in (
-            "model_format", "model_family", "model_type", "file_type", "renderer", "parser",
-            "requires", "remote_host", "remote_model", "base_name")}
-        return cls(**strings,
-                   model_families=_string_list(obj, "model_families"),
-                   capabilities=_string_list(obj, "capabilities") or [],
-                   context_length=_typed(obj, "context_length", int, 0),
-                   embedding_length=_typed(obj, "embedding_length", int, 0))
-
-    @property
-    def is_safetensors(self) -> bool:
-        return self.model_format == "safetensors"
-
-    @property
-    def is_gguf(self) -> bool:
-        return self.model_format in ("", "gguf")
-
-
-def _typed(obj: dict[str, Any], key: str, kind: type, default: Any) -> Any:
-    value = obj.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"{key} must be a {kind.__name__}")
-    return value
-
-
-def _string_list(obj: dict[str, Any], key: str) -> list[str] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{key} must be a list of strings")
-    return value
 
 
 # -- list -----------------------------------------------------------------------------------------
@@ -103,7 +36,7 @@ def list_entry(store: ModelStore, stored: StoredManifest) -> dict[str, Any]:
     Raises CorruptStore if the config blob is missing or unreadable (Ollama leaves such a model
     out of the list).
     """
-    config = _config(store, stored)
+    config = read_config(store, stored)
     short = stored.name.display_shortest()
     entry: dict[str, Any] = {"name": short, "model": short}
     _put(entry, "remote_model", config.remote_model)
@@ -138,22 +71,6 @@ def _details(config: ModelConfig, parent: str, families: list[str] | None, quant
 
 # -- show -----------------------------------------------------------------------------------------
 
-@dataclass
-class _Layers:
-    """The manifest's layers read as Ollama's GetModel reads them: later layers of a kind win,
-    licenses, adapters and projectors accumulate."""
-
-    model: Layer | None = None
-    draft: Layer | None = None
-    adapters: list[Layer] = field(default_factory=list)
-    projectors: list[Layer] = field(default_factory=list)
-    template: str | None = None
-    system: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-    messages: list[tuple[str, str]] = field(default_factory=list)
-    licenses: list[str] = field(default_factory=list)
-
-
 def show(store: ModelStore, stored: StoredManifest, *, verbose: bool, system: str,
          options: dict[str, Any]) -> dict[str, Any]:
     """The ``/api/show`` response.
@@ -162,15 +79,16 @@ def show(store: ModelStore, stored: StoredManifest, *, verbose: bool, system: st
     Modelfile's PARAMETER lines (not into ``parameters``, which lists the stored ones, as in
     Ollama). Raises CorruptStore if a layer's blob is missing or unreadable.
     """
-    config = _config(store, stored)
-    layers = _read_layers(store, stored)
+    config = read_config(store, stored)
+    layers = read_layers(store, stored)
     short = stored.name.display_shortest()
     remote = bool(config.remote_host and config.remote_model)
 
     info = None
     if layers.model is not None and config.is_gguf and not remote:
-        info = _gguf(store, stored, layers.model, verbose)
-    projector_infos = [_gguf(store, stored, layer, verbose) for layer in layers.projectors]
+        info = read_weights_header(store, stored, layers.model, verbose)
+    projector_infos = [read_weights_header(store, stored, layer, verbose)
+                       for layer in layers.projectors]
 
     chat_template = ""
     if info is not None and isinstance(info.kv.get("tokenizer.chat_template"), str):
@@ -178,12 +96,12 @@ def show(store: ModelStore, stored: StoredManifest, *, verbose: bool, system: st
     # Without a Go template (and no renderer/parser of its own) Ollama runs the model with the
     # GGUF's own chat template, and shows that one.
     native = (layers.template is None and not config.renderer and not config.parser
-              and not _is_gpt_oss(config))
+              and not is_gpt_oss(config))
     go_template = layers.template if layers.template is not None else DEFAULT_TEMPLATE
 
     quantization = config.file_type
     if info is not None and quantization in ("", "unknown"):
-        from_file = _file_type(info)
+        from_file = file_type(info)
         quantization = from_file if from_file != "unknown" else quantization
 
     shown_system = system or layers.system
@@ -218,59 +136,11 @@ def show(store: ModelStore, stored: StoredManifest, *, verbose: bool, system: st
     if verbose and info is not None:
         _put(response, "tensors", [{"name": t.name, "type": t.type, "shape": list(t.shape)}
                                    for t in info.tensors])
-    _put(response, "capabilities", _capabilities(config, layers, info, projector_infos,
+    _put(response, "capabilities", capabilities(config, layers, info, projector_infos,
                                                  chat_template if native else ""))
     response["modified_at"] = gojson.format_time(stored.mtime_ns)
     _put(response, "requires", config.requires)
     return response
-
-
-def _read_layers(store: ModelStore, stored: StoredManifest) -> _Layers:
-    layers = _Layers()
-    for layer in stored.manifest.layers:
-        kind = layer.media_type
-        if kind == MediaType.MODEL:
-            layers.model = layer
-        elif kind == MEDIA_DRAFT:
-            layers.draft = layer
-        elif kind == MediaType.ADAPTER:
-            layers.adapters.append(layer)
-        elif kind == MediaType.PROJECTOR:
-            layers.projectors.append(layer)
-        elif kind in (MediaType.TEMPLATE, MediaType.PROMPT):
-            layers.template = _text(store, stored, layer, "template")
-        elif kind == MediaType.SYSTEM:
-            layers.system = _text(store, stored, layer, "system")
-        elif kind == MediaType.LICENSE:
-            layers.licenses.append(_text(store, stored, layer, "license"))
-        elif kind == MediaType.PARAMS:
-            # Go decodes each params layer into the same map, so a later one adds to it.
-            layers.options.update(_json_layer(store, stored, layer, "params", _params))
-        elif kind == MediaType.MESSAGES:
-            layers.messages = _json_layer(store, stored, layer, "messages", _messages)
-    return layers
-
-
-def _params(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if not isinstance(obj, dict):
-        raise ValueError("parameters are not a JSON object")
-    return obj
-
-
-def _messages(obj: Any) -> list[tuple[str, str]]:
-    if obj is None:
-        return []
-    if not isinstance(obj, list) or not all(isinstance(item, dict) for item in obj):
-        raise ValueError("messages are not a JSON list of objects")
-    out = []
-    for item in obj:
-        role, content = item.get("role") or "", item.get("content") or ""
-        if not isinstance(role, str) or not isinstance(content, str):
-            raise ValueError("a message's role and content must be strings")
-        out.append((role.lower(), content))  # Ollama lower-cases roles when it decodes them
-    return out
 
 
 def _model_info(info: GGUFInfo) -> dict[str, Any]:
@@ -297,348 +167,6 @@ def _remote_model_info(config: ModelConfig) -> dict[str, Any]:
     _put(info, f"{config.model_family}.context_length", config.context_length)
     _put(info, f"{config.model_family}.embedding_length", config.embedding_length)
     return dict(sorted(info.items()))
-
-
-def _file_type(info: GGUFInfo) -> str:
-    value = info.kv.get("general.file_type")
-    # Ollama reads 0 (all F32) as "not set", as it reads a missing key.
-    return file_type_name(value) if isinstance(value, int) and value > 0 else "unknown"
-
-
-# -- capabilities ---------------------------------------------------------------------------------
-
-def _capabilities(config: ModelConfig, layers: _Layers, info: GGUFInfo | None,
-                  projectors: list[GGUFInfo], chat_template: str) -> list[str]:
-    """Ollama's capability list, in its order: config, weights, projector, template, family."""
-    found = list(config.capabilities)
-    if info is not None:
-        if chat_template:
-            found += _chat_template_capabilities(chat_template)
-        found.append("embedding" if info.arch_value("pooling_type") is not None
-                     else "completion")
-        if info.arch_value("vision.block_count") is not None:
-            found.append("vision")
-        if info.arch_value("audio.block_count") is not None:
-            found.append("audio")
-    if projectors:
-        found.append("vision")
-        found += ["audio" for projector in projectors if _projector_has_audio(projector)]
-    if layers.template is not None:
-        found += _go_template_capabilities(layers.template)
-    if _is_gpt_oss(config):
-        found.append("thinking")
-    architecture = info.architecture if info is not None else ""
-    if "nemotron_h_omni" in (architecture, config.model_family, *(config.model_families or ())):
-        # Ollama hides audio for this family until its runner can serve it.
-        found = [cap for cap in found if cap != "audio"]
-    return _unique(found)
-
-
-def _projector_has_audio(info: GGUFInfo) -> bool:
-    if info.arch_value("vision.projector_type") == "gemma3nv":
-        return False
-    return info.arch_value("has_audio_encoder") is True or any(
-        key.endswith(".has_audio_encoder") and value is True for key, value in info.kv.items())
-
-
-def _chat_template_capabilities(template: str) -> list[str]:
-    """What Ollama reads from a GGUF's Jinja chat template: plain substring tests."""
-    found = []
-    if "tools" in template or "tool_call" in template:
-        found.append("tools")
-    splits_thinking = ("content.split('</think>')" in template
-                       or 'content.split("</think>")' in template)
-    if ("<think>" in template and "</think>" in template) or (
-            splits_thinking and "reasoning_content" not in template
-            and "<SPECIAL_12>" not in template):
-        found.append("thinking")
-    return found
-
-
-def _go_template_capabilities(text: str) -> list[str]:
-    try:
-        tree = _parse_template(text)
-    except (_TemplateError, RecursionError):
-        return []  # Ollama logs a broken template and grants it nothing
-    names = tree.variables()
-    found = [cap for cap, var in (("tools", "tools"), ("insert", "suffix")) if var in names]
-    opening, closing = tree.thinking_tags()
-    if opening and closing:
-        found.append("thinking")
-    return found
-
-
-def _is_gpt_oss(config: ModelConfig) -> bool:
-    return config.model_family in ("gptoss", "gpt-oss")
-
-
-# -- Go templates: just enough structure to see what a template refers to -------------------------
-#
-# Ollama decides tools/insert/thinking support from the parse tree of the model's Go template:
-# the (lower-cased) field and variable names it refers to, and the text around `.Thinking` inside
-# a `range` over `.Messages`. This reads the same structure from the source text.
-
-class _TemplateError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class _Ref:
-    """A ``.A.B`` field of dot (``field``) or a ``$x.A`` variable, as Go's parse tree names it."""
-
-    field: bool
-    idents: tuple[str, ...]
-
-
-@dataclass
-class _Node:
-    kind: str  # "text", "action", "template", "if", "range" or "with"
-    text: str = ""
-    refs: list[_Ref] = field(default_factory=list)
-    body: list[_Node] = field(default_factory=list)
-    else_body: list[_Node] = field(default_factory=list)
-
-
-@dataclass
-class _Tree:
-    root: list[_Node]
-    defined: list[list[_Node]]
-
-    def variables(self) -> set[str]:
-        """Every name referred to anywhere, lower-cased (Ollama's Template.Vars)."""
-        names: set[str] = set()
-        for nodes in (self.root, *self.defined):
-            for node in _walk(nodes):
-                names.update(ident.lower() for ref in node.refs for ident in ref.idents)
-        return names
-
-    def thinking_tags(self) -> tuple[str, str]:
-        """The text that opens and closes ``.Thinking`` in the messages loop, as Ollama infers it:
-        the first and last text of the list holding the reference (later matches win)."""
-        tags = ["", ""]
-
-        def visit(nodes: list[_Node], ranges: tuple[_Node, ...]) -> None:
-            for node in nodes:
-                scope = (*ranges, node) if node.kind == "range" else ranges
-                thinks = any(ref.field and ref.idents[0] == "Thinking" for ref in node.refs)
-                if thinks and scope and any(ref.field and ref.idents[0] == "Messages"
-                                            for ref in scope[-1].refs):
-                    if nodes[0].kind == "text":
-                        tags[0] = nodes[0].text.strip()
-                    if nodes[-1].kind == "text":
-                        tags[1] = nodes[-1].text.strip()
-                visit(node.body, scope)
-                visit(node.else_body, scope)
-
-        visit(self.root, ())
-        return tags[0], tags[1]
-
-
-def _walk(nodes: list[_Node]) -> Iterator[_Node]:
-    for node in nodes:
-        yield node
-        yield from _walk(node.body)
-        yield from _walk(node.else_body)
-
-
-_SPACE = " \t\r\n"
-_KEYWORD = re.compile(r"(if|range|with|else|end|define|block|template|break|continue)\b")
-_TEMPLATE_NAME = re.compile(r'\s*("(?:\\.|[^"\\])*"|`[^`]*`)')
-# `$x :=`, `$i, $v :=` or `$x =` opening a pipeline declares variables; Go's tree keeps those
-# apart from the names the pipeline refers to.
-_DECLARATION = re.compile(r"\s*\$\w*\s*(?:,\s*\$\w*\s*)?:?=")
-_TOKEN = re.compile(r'''"(?:\\.|[^"\\])*"|`[^`]*`|'(?:\\.|[^'\\])*'|[()]'''
-                    r'''|\$\w*(?:\.\w+)*|(?:\.[A-Za-z_]\w*)+|\w+|\S''')
-
-
-def _parse_template(source: str) -> _Tree:
-    tree = _Tree([], [])
-    current = tree.root
-    # Open blocks: (the node whose lists we fill, or None for define; the list to return to on
-    # {{end}}; whether it was opened by `else if`/`else with` and so ends with its parent).
-    stack: list[tuple[_Node | None, list[_Node], bool]] = []
-    for is_action, text in _lex(source):
-        if not is_action:
-            current.append(_Node("text", text))
-            continue
-        match = _KEYWORD.match(text)
-        keyword, rest = (match.group(1), text[match.end():]) if match else ("", text)
-        if keyword in ("if", "range", "with"):
-            node = _Node(keyword, refs=_refs(rest))
-            current.append(node)
-            stack.append((node, current, False))
-            current = node.body
-        elif keyword == "else":
-            if not stack or stack[-1][0] is None:
-                raise _TemplateError("else outside a block")
-            owner = stack[-1][0]
-            current = owner.else_body
-            chained = _KEYWORD.match(rest.strip())
-            if chained and chained.group(1) in ("if", "with"):
-                node = _Node(chained.group(1), refs=_refs(rest.strip()[chained.end():]))
-                current.append(node)
-                stack.append((node, current, True))
-                current = node.body
-        elif keyword == "end":
-            while stack and stack[-1][2]:
-                stack.pop()
-            if not stack:
-                raise _TemplateError("end without a block")
-            current = stack.pop()[1]
-        elif keyword in ("define", "block"):
-            name = _TEMPLATE_NAME.match(rest)
-            if name is None:
-                raise _TemplateError(f"{keyword} without a name")
-            if keyword == "block":
-                current.append(_Node("template", refs=_refs(rest[name.end():])))
-            stack.append((None, current, False))
-            current = []
-            tree.defined.append(current)
-        elif keyword == "template":
-            name = _TEMPLATE_NAME.match(rest)
-            current.append(_Node("template", refs=_refs(rest[name.end():] if name else rest)))
-        elif keyword not in ("break", "continue"):
-            current.append(_Node("action", refs=_refs(text)))
-    if stack:
-        raise _TemplateError("unclosed block")
-    return tree
-
-
-def _lex(source: str) -> Iterator[tuple[bool, str]]:
-    """Text and action bodies, with Go's ``{{-``/``-}}`` whitespace trimming; comments dropped."""
-    pos, trim_next = 0, False
-    while True:
-        start = source.find("{{", pos)
-        text = source[pos:] if start < 0 else source[pos:start]
-        if trim_next:
-            text = text.lstrip(_SPACE)
-        left_trim = start >= 0 and source[start + 2:start + 3] == "-" \
-            and source[start + 3:start + 4] in tuple(_SPACE)
-        if left_trim:
-            text = text.rstrip(_SPACE)
-        if text:
-            yield False, text
-        if start < 0:
-            return
-        body_start = start + (4 if left_trim else 2)
-        close = _action_end(source, body_start)
-        body = source[body_start:close]
-        trim_next = len(body) >= 2 and body[-1] == "-" and body[-2] in _SPACE
-        body = (body[:-1] if trim_next else body).strip(_SPACE)
-        if not body.startswith("/*"):
-            yield True, body
-        pos = close + 2
-
-
-def _action_end(source: str, pos: int) -> int:
-    """Where the ``}}`` closing the action that starts at ``pos`` is, skipping quoted text."""
-    if source.startswith("/*", pos):
-        end = source.find("*/", pos + 2)
-        if end < 0:
-            raise _TemplateError("unclosed comment")
-        close = source.find("}}", end)
-        if close < 0:
-            raise _TemplateError("unclosed action")
-        return close
-    while pos < len(source):
-        char = source[pos]
-        if source.startswith("}}", pos):
-            return pos
-        if char in "\"'`":
-            pos = _literal_end(source, pos)
-        pos += 1
-    raise _TemplateError("unclosed action")
-
-
-def _literal_end(source: str, pos: int) -> int:
-    quote, pos = source[pos], pos + 1
-    while pos < len(source):
-        if source[pos] == "\\" and quote != "`":
-            pos += 2
-            continue
-        if source[pos] == quote:
-            return pos
-        pos += 1
-    raise _TemplateError("unclosed quote")
-
-
-def _refs(pipeline: str) -> list[_Ref]:
-    """The fields and variables a pipeline refers to. As in Go's tree, a parenthesised pipeline
-    followed by a field, ``(x).Field``, is a chain node, and its names are not counted."""
-    declaration = _DECLARATION.match(pipeline)
-    if declaration:
-        pipeline = pipeline[declaration.end():]
-    groups: list[list[_Ref]] = [[]]
-    tokens = list(_TOKEN.finditer(pipeline))
-    for index, token in enumerate(tokens):
-        text = token.group()
-        if text == "(":
-            groups.append([])
-        elif text == ")":
-            inner = groups.pop() if len(groups) > 1 else []
-            after = tokens[index + 1] if index + 1 < len(tokens) else None
-            chained = after is not None and after.start() == token.end() \
-                and after.group().startswith(".")
-            if not chained:
-                groups[-1].extend(inner)
-        elif text.startswith("$"):
-            groups[-1].append(_Ref(False, tuple(text.split("."))))
-        elif text.startswith(".") and len(text) > 1:
-            previous = tokens[index - 1] if index else None
-            if previous is None or previous.group() != ")" or previous.end() != token.start():
-                groups[-1].append(_Ref(True, tuple(text[1:].split("."))))
-    return [ref for group in groups for ref in group]
-
-
-# -- reading the store ----------------------------------------------------------------------------
-
-def _config(store: ModelStore, stored: StoredManifest) -> ModelConfig:
-    raw = _blob(store, stored, stored.manifest.config.digest, MAX_CONFIG_BYTES, "config")
-    try:
-        return ModelConfig.parse(raw)
-    except (ValueError, RecursionError) as exc:
-        raise _damaged(stored, f"its config blob is unreadable: {exc}") from None
-
-
-def _text(store: ModelStore, stored: StoredManifest, layer: Layer, what: str) -> str:
-    # Go keeps any bytes in a string; its JSON encoder then writes U+FFFD for invalid UTF-8.
-    return _blob(store, stored, layer.digest, MAX_TEXT_BYTES, what).decode("utf-8", "replace")
-
-
-def _json_layer(store: ModelStore, stored: StoredManifest, layer: Layer, what: str,
-                shape: Callable[[Any], T]) -> T:
-    raw = _blob(store, stored, layer.digest, MAX_TEXT_BYTES, what)
-    try:
-        return shape(json.loads(raw))
-    except (ValueError, RecursionError) as exc:
-        raise _damaged(stored, f"its {what} blob {layer.digest} is unreadable: {exc}") from None
-
-
-def _blob(store: ModelStore, stored: StoredManifest, digest: Digest, limit: int,
-          what: str) -> bytes:
-    try:
-        return store.blobs.read_bytes(digest, limit)
-    except NotFound:
-        raise _damaged(stored, f"its {what} blob {digest} is missing") from None
-    except DigestMismatch:
-        raise _damaged(stored, f"its {what} blob {digest} is over {limit} bytes") from None
-    except OSError as exc:
-        raise _damaged(stored, f"its {what} blob {digest} is unreadable: {exc}") from None
-
-
-def _gguf(store: ModelStore, stored: StoredManifest, layer: Layer, verbose: bool) -> GGUFInfo:
-    path = store.blobs.path(layer.digest)
-    if not path.is_file():
-        raise _damaged(stored, f"its weights blob {layer.digest} is missing")
-    try:
-        # Ollama decodes no array values unless verbose; each then shows as null ([] if empty).
-        return read_gguf(path, array_limit=None if verbose else 0)
-    except InvalidGGUF as exc:
-        raise _damaged(stored, str(exc)) from None
-
-
-def _damaged(stored: StoredManifest, why: str) -> CorruptStore:
-    return CorruptStore(f"model {stored.name.display_shortest()} is damaged: {why}")
 
 
 def _blob_path(store: ModelStore, layer: Layer | None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ollamad import gojson, model_info
+from ollamad import gojson, model, model_info
 from ollamad.errors import CorruptStore
 from ollamad.store import Digest, Layer, Manifest, MediaType, ModelName, ModelStore, StoredManifest
 from ollamad.store.gguf import InvalidGGUF, file_type_name, read_gguf
@@ -296,13 +296,13 @@ def test_show_output_encodes_as_go_json(store: ModelStore) -> None:
     ("{{ if .Prompt }}unclosed", []),
 ])
 def test_go_template_capabilities(template: str, expected: list[str]) -> None:
-    assert model_info._go_template_capabilities(template) == expected
+    assert model._go_template_capabilities(template) == expected
 
 
 def test_chat_template_capabilities() -> None:
-    assert model_info._chat_template_capabilities("{% if tools %}x{% endif %}") == ["tools"]
-    assert model_info._chat_template_capabilities("<think>\n{{ r }}\n</think>") == ["thinking"]
-    assert model_info._chat_template_capabilities("{{ messages }}") == []
+    assert model._chat_template_capabilities("{% if tools %}x{% endif %}") == ["tools"]
+    assert model._chat_template_capabilities("<think>\n{{ r }}\n</think>") == ["thinking"]
+    assert model._chat_template_capabilities("{{ messages }}") == []
 
 
 # -- the GGUF reader -------------------------------------------------------------------------------
