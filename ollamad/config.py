@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ollamad.durations import parse_duration
 from ollamad.protocol import DEFAULT_MAX_FRAME_SIZE
 
 SOCKET_NAME = "ollamad.sock"
@@ -54,12 +56,34 @@ def socket_candidates(env: Mapping[str, str]) -> list[Path]:
     return found
 
 
+def env_int(env: Mapping[str, str], key: str, default: int) -> int:
+    value = env_value(env, key)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"{key}={value!r} is not a whole number") from None
+
+
+def env_duration(env: Mapping[str, str], key: str, default: float) -> float:
+    """Seconds; negative means forever (keep_alive's rule)."""
+    value = env_value(env, key)
+    if not value:
+        return default
+    seconds = parse_duration(value)
+    return math.inf if seconds < 0 else seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     models: Path
     debug: bool = False
     noprune: bool = False
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    keep_alive: float = 300.0
+    max_loaded_models: int = 3
+    max_queue: int = 512
+    num_parallel: int = 1
+    context_length: int = 4096
 
     @property
     def identity_dir(self) -> Path:
@@ -72,4 +96,10 @@ class Settings:
             models=models_dir(env),
             debug=env_bool(env, "OLLAMA_DEBUG"),
             noprune=env_bool(env, "OLLAMA_NOPRUNE"),
+            keep_alive=env_duration(env, "OLLAMA_KEEP_ALIVE", 300.0),
+            # 0 means "automatic" to Ollama: three per GPU, and three on a CPU.
+            max_loaded_models=env_int(env, "OLLAMA_MAX_LOADED_MODELS", 0) or 3,
+            max_queue=env_int(env, "OLLAMA_MAX_QUEUE", 512),
+            num_parallel=env_int(env, "OLLAMA_NUM_PARALLEL", 0) or 1,
+            context_length=env_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
         )

@@ -16,7 +16,10 @@ import trio
 from ollamad import __version__, identity
 from ollamad.activity import Activity
 from ollamad.config import Settings
+from ollamad.inference import Inference
+from ollamad.inference import Settings as InferenceSettings
 from ollamad.ipc import IPCServer
+from ollamad.scheduler import Scheduler
 from ollamad.service import Service
 from ollamad.store import ModelStore
 from ollamad.systemd import CTL, HTTP, Notifier, listen_sockets
@@ -88,9 +91,14 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
         log.warning("an http socket was passed, but this version has no HTTP bridge yet")
 
     activity = Activity()
-    ipc = IPCServer(Service(store), activity, settings.max_frame_size)
+    scheduler = Scheduler(activity, default_keep_alive=settings.keep_alive,
+                          max_loaded=settings.max_loaded_models, max_queue=settings.max_queue)
+    inference = Inference(store, scheduler, InferenceSettings(
+        settings.keep_alive, settings.context_length, settings.num_parallel))
+    ipc = IPCServer(Service(store, inference), activity, settings.max_frame_size)
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(scheduler.run)
             nursery.start_soon(ipc.serve, trio.SocketListener(trio.socket.from_stdlib_socket(ctl)))
             if notifier.watchdog_interval:
                 nursery.start_soon(_watchdog, notifier, notifier.watchdog_interval)

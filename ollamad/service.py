@@ -18,6 +18,7 @@ import trio
 
 from ollamad import __version__, model_info
 from ollamad.errors import BadRequest, CorruptStore, InvalidName, NotFound
+from ollamad.inference import Inference
 from ollamad.store import ModelName, ModelStore
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,9 @@ def _model_arg(args: Args) -> ModelName:
 
 
 class Service:
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, inference: Inference) -> None:
         self.store = store
+        self.inference = inference
 
     def run(self, op: str, args: Args, caller: Caller, files: list[int] | None = None) -> Events:
         """The event stream of operation ``op``; BadRequest if there is no such operation."""
@@ -160,4 +162,35 @@ async def delete(service: Service, args: Args, call: Call) -> Events:
     name = _model_arg(args)
     stored = await service._in_thread(service.store.delete, name)
     log.info("deleted %s for %s", stored.name, call.caller)
+    yield {}
+
+
+@operation("generate")
+def generate(service: Service, args: Args, call: Call) -> Events:
+    return service.inference.generate(args)
+
+
+@operation("chat")
+def chat(service: Service, args: Args, call: Call) -> Events:
+    return service.inference.chat(args)
+
+
+@operation("embed")
+def embed(service: Service, args: Args, call: Call) -> Events:
+    return service.inference.embed(args)
+
+
+@operation("embeddings")
+def embeddings(service: Service, args: Args, call: Call) -> Events:
+    return service.inference.embeddings(args)
+
+
+@operation("ps")
+async def ps(service: Service, args: Args, call: Call) -> Events:
+    yield service.inference.ps()
+
+
+@operation("stop")
+async def stop(service: Service, args: Args, call: Call) -> Events:
+    await service.inference.stop(args)
     yield {}
