@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from ollamad import __version__, model_info
+from ollamad import create as creating
 from ollamad.errors import BadRequest, CorruptStore, InvalidName, NotFound
 from ollamad.inference import Inference
-from ollamad.store import ModelName, ModelStore
+from ollamad.store import Digest, ModelName, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +196,36 @@ async def ps(service: Service, args: Args, call: Call) -> Events:
 async def stop(service: Service, args: Args, call: Call) -> Events:
     await service.inference.stop(args)
     yield {}
+
+
+@operation("create")
+async def create(service: Service, args: Args, call: Call) -> Events:
+    async for event in creating.run(service.store, args):
+        yield event
+    log.info("created %s for %s", args.get("model") or args.get("name"), call.caller)
+
+
+@operation("save")
+async def save(service: Service, args: Args, call: Call) -> Events:
+    """``/save`` in the REPL: a new model from the current one plus the conversation so far."""
+    if not args.get("from"):
+        raise BadRequest("from is required")
+    async for event in create(service, args, call):
+        yield event
+
+
+@operation("blob")
+async def blob(service: Service, args: Args, call: Call) -> Events:
+    """Store the content of the one file the caller passed; answer its digest and size."""
+    if len(call.files) != 1:
+        raise BadRequest("blob takes exactly one passed file descriptor")
+    expected = Digest.parse(args["digest"]) if args.get("digest") else None
+    fd = call.files[0]
+
+    def chunks() -> Iterator[bytes]:
+        while data := os.read(fd, 1 << 20):
+            yield data
+
+    digest, size = await service._in_thread(service.store.blobs.write, chunks(), expected)
+    log.info("stored blob %s (%d bytes) for %s", digest, size, call.caller)
+    yield {"digest": str(digest), "size": size}

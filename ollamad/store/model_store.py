@@ -21,7 +21,7 @@ from ollamad.errors import CorruptStore, NotFound
 from ollamad.store.blobs import BlobStore
 from ollamad.store.digest import Digest
 from ollamad.store.files import TEMP_PREFIX
-from ollamad.store.manifests import ManifestStore, StoredManifest
+from ollamad.store.manifests import Manifest, ManifestStore, StoredManifest
 from ollamad.store.names import ModelName
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ class ModelStore:
     def write_manifest(self, name: ModelName, raw: bytes) -> ModelName:
         """Write ``raw`` under ``name`` (an existing spelling wins); prune what the old one held."""
         with self._lock:
+            missing = [d for d in Manifest.parse(raw).digests if not self.blobs.has(d)]
+            if missing:
+                raise CorruptStore(f"not writing {name}: blob {missing[0]} is missing")
             target = self.manifests.resolve(name) or name
             old = self._read_quietly(target)
             self.manifests.write(target, raw)
