@@ -55,7 +55,9 @@ def _add_model(store: ModelStore, tag: str, layers: list[tuple[str, bytes | Laye
                              "file_type": "Q4_1"}).encode()
     config_layer = Layer(MediaType.CONFIG, store.blobs.write_bytes(raw_config), len(raw_config))
     name = ModelName.parse(f"custom:{tag}")
-    store.write_manifest(name, Manifest(config_layer, tuple(built)).to_json())
+    # Written directly, not through write_manifest: some tests need a damaged model, whose
+    # manifest names a blob that is not there.
+    store.manifests.write(name, Manifest(config_layer, tuple(built)).to_json())
     return store.get(name)
 
 
