@@ -19,7 +19,7 @@ import trio
 from ollamad import gojson, prompting
 from ollamad.errors import BadRequest, InvalidDigest, InvalidName, NotFound
 from ollamad.model import file_type, read_config
-from ollamad.store import Digest, Layer, Manifest, MediaType, ModelName, ModelStore
+from ollamad.store import Digest, Layer, Manifest, MediaType, ModelName, ModelStore, modelfile
 from ollamad.store.gguf import InvalidGGUF, read_gguf
 
 Args = dict[str, Any]
@@ -286,6 +286,8 @@ async def run(store: ModelStore, args: Args) -> AsyncIterator[dict[str, Any]]:
         name = ModelName.parse(raw_name)
     except InvalidName:
         raise BadRequest("invalid model name") from None
+    if args.get("modelfile") is not None:
+        args = {**args, **classic_request(args["modelfile"])}
     creator = Creator(store, name, args)
     with creator.pins:
         for step in creator.steps():
@@ -294,3 +296,23 @@ async def run(store: ModelStore, args: Args) -> AsyncIterator[dict[str, Any]]:
         yield {"status": "writing manifest"}
         await trio.to_thread.run_sync(creator.finish)
     yield {"status": "success"}
+
+
+def classic_request(text: Any) -> dict[str, Any]:
+    """The JSON create request for Ollama's classic form, a Modelfile's text.
+
+    Local files cannot be named here (the daemon opens no client path): a FROM or ADAPTER that
+    is a file must be a blob already uploaded, written ``@sha256:<hex>`` as Ollama's CLI did.
+    """
+    if not isinstance(text, str):
+        raise BadRequest("modelfile must be a string")
+
+    def blob_reference(value: str) -> str | None:
+        if not value.startswith("@"):
+            return None
+        try:
+            return str(Digest.parse(value[1:]))
+        except InvalidDigest:
+            raise BadRequest(f"invalid blob reference {value!r}") from None
+
+    return modelfile.to_create_request(modelfile.parse(text), resolve_file=blob_reference)
