@@ -8,6 +8,7 @@ import re
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
           "h": 3600.0}
 _TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 FOREVER = math.inf
 
 
@@ -26,6 +27,14 @@ def parse_go_duration(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if not body or pos != len(body):
+        # Go's wording, which Ollama passes on to the client.
+        rest = _NUMBER.match(body, pos)
+        if rest and rest.end() == len(body):
+            raise ValueError(f'time: missing unit in duration "{text}"')
+        if rest and rest.end() > pos:
+            unit = re.match(r"[^0-9.]*", body[rest.end():])
+            raise ValueError(f'time: unknown unit "{unit.group() if unit else ""}" in '
+                             f'duration "{text}"')
         raise ValueError(f'time: invalid duration "{text}"')
     return sign * total
 

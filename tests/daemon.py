@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -81,14 +84,51 @@ class Daemon:
         self.extra_args = list(extra_args)
 
     def start(self) -> Daemon:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ollamad", "serve", "--socket", str(self.socket),
-                 *self.extra_args],
-                env=self.env | {"NOTIFY_SOCKET": str(self.notify.path)},
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ollamad", "serve", "--socket", str(self.socket),
+             *self.extra_args],
+            env=self.env | {"NOTIFY_SOCKET": str(self.notify.path)},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._lines: list[str] = []
+        self._logged = threading.Condition()
+        threading.Thread(target=self._read_log, daemon=True).start()
         self.notify.wait_for("READY=1", self.proc)
         return self
+
+    def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        with open(self.log, "ab") as copy:
+            for raw in self.proc.stderr:
+                copy.write(raw)
+                copy.flush()
+                with self._logged:
+                    self._lines.append(raw.decode(errors="replace"))
+                    self._logged.notify_all()
+        with self._logged:
+            self._lines.append("")  # end of the log: the process has gone
+            self._logged.notify_all()
+
+    def wait_for_log(self, pattern: str, timeout: float = READY_TIMEOUT, start: int = 0) -> str:
+        """Block until a daemon log line (from line ``start`` on) matches ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._logged:
+            seen = start
+            while True:
+                for line in self._lines[seen:]:
+                    if regex.search(line):
+                        return line
+                    if line == "":
+                        raise AssertionError(f"daemon exited before logging {pattern!r}")
+                seen = len(self._lines)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._logged.wait(remaining):
+                    raise AssertionError(f"no log line matching {pattern!r} in {timeout}s")
+
+    @property
+    def log_position(self) -> int:
+        with self._logged:
+            return len(self._lines)
 
     def client_env(self) -> dict[str, str]:
         return self.env | {"OLLAMAD_SOCKET": str(self.socket)}
