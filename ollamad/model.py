@@ -6,14 +6,16 @@ licenses, adapters and projectors accumulate. Synchronous; called from worker th
 
 from __future__ import annotations
 
+import functools
 import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ollamad.errors import CorruptStore, DigestMismatch, NotFound
+from ollamad.prompt import ChatTemplate, TemplateError
+from ollamad.prompt.jinja import jinja_capabilities
 from ollamad.store import Digest, Layer, MediaType, ModelStore, StoredManifest
 from ollamad.store.gguf import GGUFInfo, InvalidGGUF, file_type_name, read_gguf
 
@@ -169,7 +171,7 @@ def capabilities(config: ModelConfig, layers: Layers, info: GGUFInfo | None,
     found = list(config.capabilities)
     if info is not None:
         if chat_template:
-            found += _chat_template_capabilities(chat_template)
+            found += jinja_capabilities(chat_template)
         found.append("embedding" if info.arch_value("pooling_type") is not None
                      else "completion")
         if info.arch_value("vision.block_count") is not None:
@@ -197,253 +199,15 @@ def _projector_has_audio(info: GGUFInfo) -> bool:
         key.endswith(".has_audio_encoder") and value is True for key, value in info.kv.items())
 
 
-def _chat_template_capabilities(template: str) -> list[str]:
-    """What Ollama reads from a GGUF's Jinja chat template: plain substring tests."""
-    found = []
-    if "tools" in template or "tool_call" in template:
-        found.append("tools")
-    splits_thinking = ("content.split('</think>')" in template
-                       or 'content.split("</think>")' in template)
-    if ("<think>" in template and "</think>" in template) or (
-            splits_thinking and "reasoning_content" not in template
-            and "<SPECIAL_12>" not in template):
-        found.append("thinking")
-    return found
-
-
 def _go_template_capabilities(text: str) -> list[str]:
     try:
-        tree = _parse_template(text)
-    except (_TemplateError, RecursionError):
+        return ChatTemplate.parse(text).capabilities
+    except TemplateError:
         return []  # Ollama logs a broken template and grants it nothing
-    names = tree.variables()
-    found = [cap for cap, var in (("tools", "tools"), ("insert", "suffix")) if var in names]
-    opening, closing = tree.thinking_tags()
-    if opening and closing:
-        found.append("thinking")
-    return found
 
 
 def is_gpt_oss(config: ModelConfig) -> bool:
     return config.model_family in ("gptoss", "gpt-oss")
-
-
-# -- Go templates: just enough structure to see what a template refers to -------------------------
-#
-# Ollama decides tools/insert/thinking support from the parse tree of the model's Go template:
-# the (lower-cased) field and variable names it refers to, and the text around `.Thinking` inside
-# a `range` over `.Messages`. This reads the same structure from the source text.
-
-class _TemplateError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class _Ref:
-    """A ``.A.B`` field of dot (``field``) or a ``$x.A`` variable, as Go's parse tree names it."""
-
-    field: bool
-    idents: tuple[str, ...]
-
-
-@dataclass
-class _Node:
-    kind: str  # "text", "action", "template", "if", "range" or "with"
-    text: str = ""
-    refs: list[_Ref] = field(default_factory=list)
-    body: list[_Node] = field(default_factory=list)
-    else_body: list[_Node] = field(default_factory=list)
-
-
-@dataclass
-class _Tree:
-    root: list[_Node]
-    defined: list[list[_Node]]
-
-    def variables(self) -> set[str]:
-        """Every name referred to anywhere, lower-cased (Ollama's Template.Vars)."""
-        names: set[str] = set()
-        for nodes in (self.root, *self.defined):
-            for node in _walk(nodes):
-                names.update(ident.lower() for ref in node.refs for ident in ref.idents)
-        return names
-
-    def thinking_tags(self) -> tuple[str, str]:
-        """The text that opens and closes ``.Thinking`` in the messages loop, as Ollama infers it:
-        the first and last text of the list holding the reference (later matches win)."""
-        tags = ["", ""]
-
-        def visit(nodes: list[_Node], ranges: tuple[_Node, ...]) -> None:
-            for node in nodes:
-                scope = (*ranges, node) if node.kind == "range" else ranges
-                thinks = any(ref.field and ref.idents[0] == "Thinking" for ref in node.refs)
-                if thinks and scope and any(ref.field and ref.idents[0] == "Messages"
-                                            for ref in scope[-1].refs):
-                    if nodes[0].kind == "text":
-                        tags[0] = nodes[0].text.strip()
-                    if nodes[-1].kind == "text":
-                        tags[1] = nodes[-1].text.strip()
-                visit(node.body, scope)
-                visit(node.else_body, scope)
-
-        visit(self.root, ())
-        return tags[0], tags[1]
-
-
-def _walk(nodes: list[_Node]) -> Iterator[_Node]:
-    for node in nodes:
-        yield node
-        yield from _walk(node.body)
-        yield from _walk(node.else_body)
-
-
-_SPACE = " \t\r\n"
-_KEYWORD = re.compile(r"(if|range|with|else|end|define|block|template|break|continue)\b")
-_TEMPLATE_NAME = re.compile(r'\s*("(?:\\.|[^"\\])*"|`[^`]*`)')
-# `$x :=`, `$i, $v :=` or `$x =` opening a pipeline declares variables; Go's tree keeps those
-# apart from the names the pipeline refers to.
-_DECLARATION = re.compile(r"\s*\$\w*\s*(?:,\s*\$\w*\s*)?:?=")
-_TOKEN = re.compile(r'''"(?:\\.|[^"\\])*"|`[^`]*`|'(?:\\.|[^'\\])*'|[()]'''
-                    r'''|\$\w*(?:\.\w+)*|(?:\.[A-Za-z_]\w*)+|\w+|\S''')
-
-
-def _parse_template(source: str) -> _Tree:
-    tree = _Tree([], [])
-    current = tree.root
-    # Open blocks: (the node whose lists we fill, or None for define; the list to return to on
-    # {{end}}; whether it was opened by `else if`/`else with` and so ends with its parent).
-    stack: list[tuple[_Node | None, list[_Node], bool]] = []
-    for is_action, text in _lex(source):
-        if not is_action:
-            current.append(_Node("text", text))
-            continue
-        match = _KEYWORD.match(text)
-        keyword, rest = (match.group(1), text[match.end():]) if match else ("", text)
-        if keyword in ("if", "range", "with"):
-            node = _Node(keyword, refs=_refs(rest))
-            current.append(node)
-            stack.append((node, current, False))
-            current = node.body
-        elif keyword == "else":
-            if not stack or stack[-1][0] is None:
-                raise _TemplateError("else outside a block")
-            owner = stack[-1][0]
-            current = owner.else_body
-            chained = _KEYWORD.match(rest.strip())
-            if chained and chained.group(1) in ("if", "with"):
-                node = _Node(chained.group(1), refs=_refs(rest.strip()[chained.end():]))
-                current.append(node)
-                stack.append((node, current, True))
-                current = node.body
-        elif keyword == "end":
-            while stack and stack[-1][2]:
-                stack.pop()
-            if not stack:
-                raise _TemplateError("end without a block")
-            current = stack.pop()[1]
-        elif keyword in ("define", "block"):
-            name = _TEMPLATE_NAME.match(rest)
-            if name is None:
-                raise _TemplateError(f"{keyword} without a name")
-            if keyword == "block":
-                current.append(_Node("template", refs=_refs(rest[name.end():])))
-            stack.append((None, current, False))
-            current = []
-            tree.defined.append(current)
-        elif keyword == "template":
-            name = _TEMPLATE_NAME.match(rest)
-            current.append(_Node("template", refs=_refs(rest[name.end():] if name else rest)))
-        elif keyword not in ("break", "continue"):
-            current.append(_Node("action", refs=_refs(text)))
-    if stack:
-        raise _TemplateError("unclosed block")
-    return tree
-
-
-def _lex(source: str) -> Iterator[tuple[bool, str]]:
-    """Text and action bodies, with Go's ``{{-``/``-}}`` whitespace trimming; comments dropped."""
-    pos, trim_next = 0, False
-    while True:
-        start = source.find("{{", pos)
-        text = source[pos:] if start < 0 else source[pos:start]
-        if trim_next:
-            text = text.lstrip(_SPACE)
-        left_trim = start >= 0 and source[start + 2:start + 3] == "-" \
-            and source[start + 3:start + 4] in tuple(_SPACE)
-        if left_trim:
-            text = text.rstrip(_SPACE)
-        if text:
-            yield False, text
-        if start < 0:
-            return
-        body_start = start + (4 if left_trim else 2)
-        close = _action_end(source, body_start)
-        body = source[body_start:close]
-        trim_next = len(body) >= 2 and body[-1] == "-" and body[-2] in _SPACE
-        body = (body[:-1] if trim_next else body).strip(_SPACE)
-        if not body.startswith("/*"):
-            yield True, body
-        pos = close + 2
-
-
-def _action_end(source: str, pos: int) -> int:
-    """Where the ``}}`` closing the action that starts at ``pos`` is, skipping quoted text."""
-    if source.startswith("/*", pos):
-        end = source.find("*/", pos + 2)
-        if end < 0:
-            raise _TemplateError("unclosed comment")
-        close = source.find("}}", end)
-        if close < 0:
-            raise _TemplateError("unclosed action")
-        return close
-    while pos < len(source):
-        char = source[pos]
-        if source.startswith("}}", pos):
-            return pos
-        if char in "\"'`":
-            pos = _literal_end(source, pos)
-        pos += 1
-    raise _TemplateError("unclosed action")
-
-
-def _literal_end(source: str, pos: int) -> int:
-    quote, pos = source[pos], pos + 1
-    while pos < len(source):
-        if source[pos] == "\\" and quote != "`":
-            pos += 2
-            continue
-        if source[pos] == quote:
-            return pos
-        pos += 1
-    raise _TemplateError("unclosed quote")
-
-
-def _refs(pipeline: str) -> list[_Ref]:
-    """The fields and variables a pipeline refers to. As in Go's tree, a parenthesised pipeline
-    followed by a field, ``(x).Field``, is a chain node, and its names are not counted."""
-    declaration = _DECLARATION.match(pipeline)
-    if declaration:
-        pipeline = pipeline[declaration.end():]
-    groups: list[list[_Ref]] = [[]]
-    tokens = list(_TOKEN.finditer(pipeline))
-    for index, token in enumerate(tokens):
-        text = token.group()
-        if text == "(":
-            groups.append([])
-        elif text == ")":
-            inner = groups.pop() if len(groups) > 1 else []
-            after = tokens[index + 1] if index + 1 < len(tokens) else None
-            chained = after is not None and after.start() == token.end() \
-                and after.group().startswith(".")
-            if not chained:
-                groups[-1].extend(inner)
-        elif text.startswith("$"):
-            groups[-1].append(_Ref(False, tuple(text.split("."))))
-        elif text.startswith(".") and len(text) > 1:
-            previous = tokens[index - 1] if index else None
-            if previous is None or previous.group() != ")" or previous.end() != token.start():
-                groups[-1].append(_Ref(True, tuple(text[1:].split("."))))
-    return [ref for group in groups for ref in group]
 
 
 # -- reading the store ----------------------------------------------------------------------------
@@ -539,6 +303,23 @@ class Model:
     def capabilities(self) -> list[str]:
         return capabilities(self.config, self.layers, self.header, [],
                             self.chat_template if self.native else "")
+
+    @functools.cached_property
+    def special_tokens(self) -> tuple[str, str]:
+        """The BOS and EOS token texts, which Jinja chat templates print."""
+        if self.weights is None or self.header is None:
+            return "", ""
+        try:
+            full = read_gguf(self.weights)
+        except InvalidGGUF:
+            return "", ""
+        tokens = full.kv.get("tokenizer.ggml.tokens") or []
+
+        def token(key: str) -> str:
+            index = full.kv.get(key)
+            return tokens[index] if isinstance(index, int) and 0 <= index < len(tokens) else ""
+
+        return token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
 
     @property
     def context_length(self) -> int:

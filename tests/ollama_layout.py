@@ -12,8 +12,8 @@ import os
 import shutil
 from pathlib import Path
 
+# Ollama's built-in ChatML template (what `ollama create` autodetects for SmolLM2).
 TEMPLATE = (
-    "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
     "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
     "<|im_start|>assistant\n"
 )

@@ -14,6 +14,7 @@ import pytest
 
 from ollamad import gojson, model, model_info
 from ollamad.errors import CorruptStore
+from ollamad.prompt import jinja_capabilities
 from ollamad.store import Digest, Layer, Manifest, MediaType, ModelName, ModelStore, StoredManifest
 from ollamad.store.gguf import InvalidGGUF, file_type_name, read_gguf
 from ollamad.store.modelfile import (
@@ -118,9 +119,8 @@ def test_list_entry_with_a_missing_config_blob_is_a_clear_error(store: ModelStor
 # -- show -----------------------------------------------------------------------------------------
 
 TEMPLATE_LINE = (
-    'TEMPLATE "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
-    '<|im_start|>assistant\n"\n'
+    'TEMPLATE "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n'
+    '{{ end }}<|im_start|>assistant\n"\n'
 )
 
 
@@ -142,7 +142,7 @@ def test_show_reports_the_real_model(store: ModelStore) -> None:
                            "model_info", "capabilities", "modified_at"]
     assert shown["license"] == "Apache License 2.0"
     assert shown["system"] == "You are a helpful assistant."
-    assert shown["template"].startswith("{{- if .System }}<|im_start|>system\n")
+    assert shown["template"].startswith("{{- range .Messages }}<|im_start|>")
     assert shown["modelfile"] == _expected_modelfile(
         store, "SYSTEM You are a helpful assistant.\n",
         "PARAMETER stop <|im_start|>\nPARAMETER stop <|im_end|>\nPARAMETER temperature 0.2\n")
@@ -302,9 +302,9 @@ def test_go_template_capabilities(template: str, expected: list[str]) -> None:
 
 
 def test_chat_template_capabilities() -> None:
-    assert model._chat_template_capabilities("{% if tools %}x{% endif %}") == ["tools"]
-    assert model._chat_template_capabilities("<think>\n{{ r }}\n</think>") == ["thinking"]
-    assert model._chat_template_capabilities("{{ messages }}") == []
+    assert jinja_capabilities("{% if tools %}x{% endif %}") == ["tools"]
+    assert jinja_capabilities("<think>\n{{ r }}\n</think>") == ["thinking"]
+    assert jinja_capabilities("{{ messages }}") == []
 
 
 # -- the GGUF reader -------------------------------------------------------------------------------
