@@ -14,7 +14,7 @@ from typing import Any
 
 from ollamactl import __version__
 from ollamad.config import socket_candidates
-from ollamad.protocol import ClientConnection, Done, Error, Event, ProtocolError
+from ollamad.protocol import ClientConnection, Done, Error, ErrorCode, Event, ProtocolError
 
 
 class ClientError(Exception):
@@ -31,6 +31,11 @@ class RequestFailed(ClientError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def unsupported(self) -> bool:
+        """The daemon does not know the operation (an older daemon, or one still growing)."""
+        return self.code == ErrorCode.BAD_REQUEST and str(self).startswith("unknown operation")
 
 
 def find_socket(env: Mapping[str, str] = os.environ) -> Path:
@@ -100,6 +105,12 @@ class Client:
             if not finished:
                 self._cancel(id_)
 
+    def supports(self, op: str) -> bool:
+        """Whether the daemon offers ``op``, from the capabilities in its hello."""
+        while self._protocol.server is None:
+            self._receive()
+        return op in self._protocol.server.capabilities
+
     def call(self, op: str, args: dict[str, Any] | None = None,
              files: Sequence[int] = ()) -> dict[str, Any]:
         """A one-shot request: its last event (``{}`` if it sent none)."""
@@ -114,14 +125,17 @@ class Client:
 
     def _next_frame(self) -> Any:
         while not self._pending:
-            try:
-                data = self._sock.recv(65536)
-            except OSError as exc:
-                raise DaemonUnreachable(f"connection to ollamad lost: {exc.strerror}") from None
-            if not data:
-                raise DaemonUnreachable("ollamad closed the connection")
-            try:
-                self._pending.extend(self._protocol.receive_data(data))
-            except ProtocolError as exc:
-                raise ClientError(f"ollamad sent something unreadable: {exc.message}") from None
+            self._receive()
         return self._pending.pop(0)
+
+    def _receive(self) -> None:
+        try:
+            data = self._sock.recv(65536)
+        except OSError as exc:
+            raise DaemonUnreachable(f"connection to ollamad lost: {exc.strerror}") from None
+        if not data:
+            raise DaemonUnreachable("ollamad closed the connection")
+        try:
+            self._pending.extend(self._protocol.receive_data(data))
+        except ProtocolError as exc:
+            raise ClientError(f"ollamad sent something unreadable: {exc.message}") from None

@@ -50,6 +50,7 @@ def _human_duration(seconds: float) -> str:
     return f"{int(seconds // 3600) // 24 // 365} years"
 
 
+_GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 _FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 
@@ -59,9 +60,11 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def human_time(stamp: str, now: datetime | None = None) -> str:
-    """``2 hours ago``, ``4 minutes from now``, ``Forever`` (far future)."""
+def human_time(stamp: str, now: datetime | None = None, zero: str = "Never") -> str:
+    """``2 hours ago``, ``4 minutes from now``, ``Forever`` (far future), ``zero`` for Go's zero."""
     when = parse_time(stamp)
+    if when == _GO_ZERO_TIME:
+        return zero
     delta = ((now or datetime.now(UTC)) - when).total_seconds()
     if int(delta / 3600) // 24 // 365 < -20:
         return "Forever"
@@ -139,3 +142,87 @@ def show_summary(info: dict[str, Any]) -> str:
     if info.get("license"):
         out += _section("License", _head(info["license"], 2))
     return out
+
+
+def processor(size: int, size_vram: int) -> str:
+    """Where a loaded model lives, as ``ollama ps`` puts it."""
+    if size_vram == 0:
+        return "100% CPU"
+    if size_vram == size:
+        return "100% GPU"
+    if size_vram > size or size == 0:
+        return "Unknown"
+    # Go's math.Round: halves away from zero.
+    cpu = math.floor((size - size_vram) / size * 100 + 0.5)
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
+
+
+def running_models(models: list[dict[str, Any]], prefix: str = "",
+                   now: datetime | None = None) -> str:
+    """``ollama ps``: NAME ID SIZE PROCESSOR CONTEXT UNTIL."""
+    now = now or datetime.now(UTC)
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
+    for model in models:
+        if not model["name"].startswith(prefix):
+            continue
+        expires = model.get("expires_at", "")
+        if expires and parse_time(expires) < now:
+            until = "Stopping..."
+        else:
+            until = human_time(expires, now) if expires else "Never"
+        size = model.get("size", 0)
+        rows.append([model["name"], model.get("digest", "")[:12], human_bytes(size),
+                     processor(size, model.get("size_vram", 0)),
+                     str(model.get("context_length", 0)), until])
+    return table(rows)
+
+
+def _fraction(value: int, scale: int) -> str:
+    whole, rest = divmod(value, scale)
+    digits = str(rest).rjust(len(str(scale)) - 1, "0").rstrip("0")
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
+def go_duration(nanoseconds: int) -> str:
+    """Go's ``time.Duration.String``: ``1.5s``, ``2m3.004s``, ``450.2ms``, ``0s``."""
+    if nanoseconds == 0:
+        return "0s"
+    sign, value = ("-" if nanoseconds < 0 else ""), abs(nanoseconds)
+    if value < 1_000:
+        return f"{sign}{value}ns"
+    if value < 1_000_000:
+        return f"{sign}{_fraction(value, 1_000)}µs"
+    if value < 1_000_000_000:
+        return f"{sign}{_fraction(value, 1_000_000)}ms"
+    hours, rest = divmod(value, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    seconds = _fraction(rest, 10**9) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}"
+    return sign + seconds
+
+
+def metrics_summary(final: dict[str, Any]) -> str:
+    """The ``--verbose`` timings of a generate or chat reply (Ollama's ``Metrics.Summary``)."""
+    lines = []
+    total, load = final.get("total_duration", 0), final.get("load_duration", 0)
+    prompt_count, prompt_time = final.get("prompt_eval_count", 0), \
+        final.get("prompt_eval_duration", 0)
+    count, eval_time = final.get("eval_count", 0), final.get("eval_duration", 0)
+    if total > 0:
+        lines.append(f"total duration:       {go_duration(total)}")
+    if load > 0:
+        lines.append(f"load duration:        {go_duration(load)}")
+    if prompt_count > 0:
+        lines.append(f"prompt eval count:    {prompt_count} token(s)")
+    if prompt_time > 0:
+        lines.append(f"prompt eval duration: {go_duration(prompt_time)}")
+        lines.append(f"prompt eval rate:     {prompt_count / (prompt_time / 1e9):.2f} tokens/s")
+    if count > 0:
+        lines.append(f"eval count:           {count} token(s)")
+    if eval_time > 0:
+        lines.append(f"eval duration:        {go_duration(eval_time)}")
+        lines.append(f"eval rate:            {count / (eval_time / 1e9):.2f} tokens/s")
+    return "".join(line + "\n" for line in lines)
