@@ -38,7 +38,7 @@ OPTIONS: dict[str, tuple[str, Any]] = {
     "typical_p": (FLOAT, 1.0),
     "repeat_last_n": (INT, 64),
     "temperature": (FLOAT, 0.8),
-    "repeat_penalty": (FLOAT, 1.1),
+    "repeat_penalty": (FLOAT, 1.0),  # current Ollama; 1.1 before 2025
     "presence_penalty": (FLOAT, 0.0),
     "frequency_penalty": (FLOAT, 0.0),
     "mirostat": (INT, 0),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import select
 import signal
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from ollamactl.client import Client, RequestFailed
 from tests.daemon import Daemon, running_daemon
 from tests.ollama_layout import write_ollama_model
+from tests.processes import children, wait_gone
 
 MODEL = "smollm2:135m"
 GREEDY = {"temperature": 0, "num_predict": 24, "num_ctx": 1024}
@@ -35,27 +35,6 @@ def collect(client: Client, op: str, args: dict) -> tuple[str, dict]:
 def chat(client: Client, messages: list[dict], **options) -> tuple[str, dict]:
     return collect(client, "chat", {"model": MODEL, "messages": messages,
                                     "options": GREEDY | options})
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found |= {int(child) for child in text}
-    return found
-
-
-def wait_gone(pid: int, timeout: float = 60) -> None:
-    """Block until process ``pid`` has exited (a pidfd becomes readable), not by polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        assert ready, f"process {pid} still alive after {timeout}s"
-    finally:
-        os.close(fd)
 
 
 def test_chat_answers_and_the_next_turn_reuses_the_prompt_cache(model_daemon: Daemon) -> None:
