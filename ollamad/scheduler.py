@@ -118,7 +118,9 @@ class Scheduler:
         try:
             yield loaded
         finally:
-            await self._release(loaded)
+            # Shielded: a cancelled user (a client that went away) must still give it back.
+            with trio.CancelScope(shield=True):
+                await self._release(loaded)
 
     def ps(self) -> list[Loaded]:
         return sorted((m for m in self._loaded if m.alive), key=lambda m: m.expires_at,
@@ -163,7 +165,8 @@ class Scheduler:
             try:
                 await current.ready.wait()
             except BaseException:
-                await self._release(current)
+                with trio.CancelScope(shield=True):
+                    await self._release(current)
                 raise
             if current.error is not None:
                 await self._release(current)
