@@ -20,8 +20,8 @@ from ollamad.store.gguf import InvalidGGUF, file_type_name, read_gguf
 from ollamad.store.modelfile import (
     Command,
     Modelfile,
-    go_float,
     go_quote,
+    go_value,
     parameters_text,
     quote,
     show_text,
@@ -403,8 +403,8 @@ def test_quote(text: str, expected: str) -> None:
     (0.2, "0.2"), (4096, "4096"), (1e6, "1e+06"), (123456, "123456"), (1234567, "1.234567e+06"),
     (1e-05, "1e-05"), (0.0001, "0.0001"), (-2.0, "-2"), (0.0, "0"), (1e21, "1e+21"),
 ])
-def test_go_float(number: float, expected: str) -> None:
-    assert go_float(number) == expected
+def test_go_value_prints_json_numbers_as_go_float64(number: float, expected: str) -> None:
+    assert go_value(number) == expected
 
 
 def test_go_quote() -> None:

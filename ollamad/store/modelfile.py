@@ -19,13 +19,14 @@ import re
 import string
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from enum import Enum, auto
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ollamad import options
 from ollamad.errors import BadRequest
+from ollamad.prompt.gofmt import format_value
+from ollamad.prompt.goprintf import go_quote
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +134,20 @@ def _elements(value: Any) -> list[Any]:
 
 # -- Go's fmt verbs for the JSON-decoded values Ollama formats (numbers are float64 there) -------
 
+def _json_decoded(value: Any) -> Any:
+    """The value as Go's JSON decoder hands it over: every number a float64."""
+    if isinstance(value, bool) or not isinstance(value, int | float | list | tuple | Mapping):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {key: _json_decoded(item) for key, item in value.items()}
+    return [_json_decoded(item) for item in value]
+
+
 def go_value(value: Any) -> str:
     """Go's ``%v`` of a JSON-decoded value."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return go_float(float(value))
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple):
-        return "[" + " ".join(go_value(item) for item in value) + "]"
-    if isinstance(value, Mapping):
-        return "map[" + " ".join(f"{key}:{go_value(value[key])}" for key in sorted(value)) + "]"
-    return str(value)
+    return format_value(_json_decoded(value))
 
 
 def go_syntax(value: Any) -> str:
@@ -160,55 +160,6 @@ def go_syntax(value: Any) -> str:
         items = ", ".join(f"{go_quote(key)}:{go_syntax(value[key])}" for key in sorted(value))
         return "map[string]interface {}{" + items + "}"
     return go_value(value)
-
-
-def go_float(number: float) -> str:
-    """A float64 as Go's ``%v`` prints it: shortest digits, exponent form outside [1e-4, 1e6)."""
-    if number != number:
-        return "NaN"
-    if number in (float("inf"), float("-inf")):
-        return "+Inf" if number > 0 else "-Inf"
-    sign = "-" if str(number).startswith("-") else ""
-    if number == 0:
-        return sign + "0"
-    # repr gives the shortest digits that round-trip, which are the digits Go chooses too.
-    _, digit_tuple, exponent = Decimal(repr(abs(number))).as_tuple()
-    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
-    point = len(digit_tuple) + int(exponent)  # digits before the decimal point
-    if point - 1 < -4 or point - 1 >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        power = point - 1
-        return f"{sign}{mantissa}e{'-' if power < 0 else '+'}{abs(power):02d}"
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return sign + digits + "0" * (point - len(digits))
-    return f"{sign}{digits[:point]}.{digits[point:]}"
-
-
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v", '"': '\\"', "\\": "\\\\"}
-
-
-def go_quote(text: str) -> str:
-    """Go's ``strconv.Quote``: printable characters kept, the rest escaped."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[char])
-        elif char.isprintable() and not 0xD800 <= code <= 0xDFFF:
-            out.append(char)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\\ufffd")  # a lone surrogate is invalid UTF-8 to Go
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 # -- parsing: Ollama's lexer (parser/parser.go ParseFile), character by character ------------------
