@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -342,13 +343,30 @@ def messages_arg(args: Args) -> list[dict[str, Any]]:
 
 
 def normalise(vector: list[float], dimensions: int = 0) -> list[float]:
-    """L2-normalise (after cutting to ``dimensions``), as Ollama's /api/embed does."""
+    """L2-normalise (after cutting to ``dimensions``), as Ollama's /api/embed does.
+
+    The values come back as float32 ones, as Ollama's are, so that they print in JSON with the
+    digits a float32 needs and no more.
+    """
     if dimensions and dimensions < len(vector):
         vector = vector[:dimensions]
     if any(not math.isfinite(value) for value in vector):
         raise BadRequest("embedding contains NaN or Inf values")
     norm = math.sqrt(sum(value * value for value in vector))
-    return [value / norm for value in vector] if norm else list(vector)
+    return [as_float32(value / norm if norm else value) for value in vector]
+
+
+_F32 = struct.Struct("f")
+
+
+def as_float32(value: float) -> float:
+    """The float32 nearest ``value``, as the shortest decimal that reads back to it."""
+    target = _F32.pack(value)
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if _F32.pack(candidate) == target:
+            return candidate
+    return _F32.unpack(target)[0]
 
 
 def _text(args: Args, key: str) -> str:
