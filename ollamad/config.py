@@ -82,7 +82,7 @@ class Settings:
     keep_alive: float = 300.0
     max_loaded_models: int = 3
     max_queue: int = 512
-    num_parallel: int = 1
+    num_parallel: int = 0  # 0: automatic, see Inference.load_options
     context_length: int = 4096
 
     @property
@@ -100,6 +100,6 @@ class Settings:
             # 0 means "automatic" to Ollama: three per GPU, and three on a CPU.
             max_loaded_models=env_int(env, "OLLAMA_MAX_LOADED_MODELS", 0) or 3,
             max_queue=env_int(env, "OLLAMA_MAX_QUEUE", 512),
-            num_parallel=env_int(env, "OLLAMA_NUM_PARALLEL", 0) or 1,
+            num_parallel=env_int(env, "OLLAMA_NUM_PARALLEL", 0),
             context_length=env_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
         )
