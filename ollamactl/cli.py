@@ -150,6 +150,65 @@ def pull(model: str, insecure: bool) -> None:
         pull_model(client, model, insecure)
 
 
+@main.command()
+@click.argument("model")
+@click.option("--insecure", is_flag=True, help="Use an insecure registry.")
+@reports_errors
+def push(model: str, insecure: bool) -> None:
+    """Push a model to a registry."""
+    from ollamactl.transfer import push_model
+
+    push_model(model, insecure)
+
+
+@main.command()
+@reports_errors
+def key() -> None:
+    """Print the daemon's public key.
+
+    Register it with a registry that knows Ollama keys (on ollama.com: Settings, Keys) to push.
+    """
+    from ollamactl.transfer import public_key
+
+    click.echo(public_key())
+
+
+@main.command()
+@click.argument("model")
+@click.argument("file")
+@reports_errors
+def export(model: str, file: str) -> None:
+    """Export a model to a tar file.
+
+    FILE (- for stdout) gets MODEL as an OCI image layout, for a machine without a registry.
+    """
+    from ollamactl.transfer import export_model
+
+    try:
+        export_model(model, file)
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror}")
+
+
+@main.command("import")
+@click.argument("file")
+@click.argument("name", required=False)
+@reports_errors
+def import_(file: str, name: str | None) -> None:
+    """Import a model from a tar file.
+
+    FILE (- for stdin) is an OCI image layout as export writes; the model is stored as NAME, or
+    under the name the archive carries.
+    """
+    from ollamactl.transfer import import_model
+
+    try:
+        stored = import_model(file, name)
+    except OSError as exc:
+        fail(f"{file}: {exc.strerror}")
+    click.echo(f"imported '{stored}'")
+
+
 def _keep_alive(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from ollamad.durations import parse_go_duration
 

@@ -57,6 +57,9 @@ class Bar:
 class Progress:
     """Ordered status lines (spinners) and per-digest bars, as ``ollama pull``/``create`` show."""
 
+    # What bar() draws; a subclass may draw more (ollamactl.transfer adds speed and time left).
+    bar_type: type[Bar] = Bar
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
@@ -101,7 +104,7 @@ class Progress:
             if bar is None:
                 if self._spinner is not None:
                     self._spinner.stopped = True
-                bar = self._bars[key] = Bar(message, total, completed)
+                bar = self._bars[key] = self.bar_type(message, total, completed)
                 self._states.append(bar)
             bar.completed = min(completed, bar.total)
         self._plain()

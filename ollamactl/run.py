@@ -9,16 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from ollamactl.client import Client, ClientError, RequestFailed
-from ollamactl.progress import Progress
 from ollamactl.session import Session, print_conversation
 
 
 def pull_model(client: Client, name: str, insecure: bool) -> None:
     """Pull with Ollama's progress display; ClientError when the daemon cannot pull."""
+    from ollamactl.transfer import pull_model as pull_with_bars  # speed and time left
+
     try:
-        with Progress() as progress:
-            for event in client.stream("pull", {"model": name, "insecure": insecure}):
-                progress.pull_event(event)
+        pull_with_bars(client, name, insecure)
     except RequestFailed as exc:
         if exc.unsupported:
             raise _cannot_pull(name) from None

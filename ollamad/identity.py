@@ -6,6 +6,7 @@ once and never replaced: losing it means registering a new key.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ class Identity:
         """The authorized_keys line, ``ssh-ed25519 <base64>``."""
         return self.private_key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+    def sign(self, data: bytes) -> str:
+        """Ollama's signature header value: ``<public key>:<signature>``.
+
+        The public key is the base64 SSH wire blob (the second field of the .pub line) and the
+        signature the base64 of the raw 64-byte ed25519 signature, which is what registries
+        that know Ollama's keys verify.
+        """
+        signature = base64.b64encode(self.private_key.sign(data)).decode()
+        return f"{self.public_key.split()[1]}:{signature}"
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> bool:
