@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ollamad import gojson, options, prompting
+from ollamad import gojson, model_info, options, prompting
 from ollamad.durations import parse_keep_alive
 from ollamad.errors import BadRequest, InvalidName, NotFound
 from ollamad.model import Model
@@ -297,7 +297,7 @@ class Inference:
         for loaded in self.scheduler.ps():
             model = next((m for m in self._models.values() if m.weights == loaded.ref.path),
                          None)
-            details = {} if model is None else _details(model)
+            details = {} if model is None else model_info.running_details(model)
             expires = loaded.expires_at if math.isfinite(loaded.expires_at) else FOREVER_AT
             models.append({
                 "name": loaded.ref.name, "model": loaded.ref.name, "size": loaded.ref.memory,
@@ -414,10 +414,3 @@ def _metrics(event: dict[str, Any], started: int, load_duration: int) -> dict[st
            "eval_count": event.get("eval_count", 0),
            "eval_duration": event.get("eval_duration", 0)}
     return {key: value for key, value in out.items() if value}  # Go's omitempty
-
-
-def _details(model: Model) -> dict[str, Any]:
-    config = model.config
-    return {"parent_model": "", "format": config.model_format, "family": config.model_family,
-            "families": config.model_families, "parameter_size": config.model_type,
-            "quantization_level": config.file_type}

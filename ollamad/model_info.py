@@ -12,6 +12,7 @@ from typing import Any
 from ollamad import gojson
 from ollamad.model import (
     DEFAULT_TEMPLATE,
+    Model,
     ModelConfig,
     capabilities,
     file_type,
@@ -51,6 +52,12 @@ def list_entry(store: ModelStore, stored: StoredManifest) -> dict[str, Any]:
     # list must not do; the config's own list (set for remote models) costs nothing.
     _put(entry, "capabilities", _unique(config.capabilities))
     return entry
+
+
+def running_details(model: Model) -> dict[str, Any]:
+    """The ``details`` that ``ps`` reports for a loaded model (as show's, from the config)."""
+    return _details(model.config, _parent_model(model.stored), model.config.model_families,
+                    model.config.file_type)
 
 
 def _details(config: ModelConfig, parent: str, families: list[str] | None, quantization: str,
