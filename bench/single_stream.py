@@ -1,101 +1,98 @@
 """One stream: tokens/s and time to first token through the daemon vs llama-cpp-python in-process.
 
-    .venv/bin/python -m bench.single_stream [--tokens 128] [--runs 3] [--threads N]
+    .venv/bin/python -m bench.single_stream [--tokens 128] [--runs 3] [--threads N] [--ctx 2048]
 
-Same model (SmolLM2-135M Q4_1), prompt, seed, temperature 0, threads and token count on both
-sides; the runs alternate so that machine noise falls on both alike. Prints the medians and the
-ratios (daemon / in-process); targets: tokens/s ratio >= 0.95, first token at most 10 ms later.
+Same model (SmolLM2-135M Q4_1), prompt, seed, temperature 0, threads, context and token count on
+both sides; the runs alternate so that machine noise falls on both alike. In-process runs twice,
+with flash attention off (llama-cpp-python's default) and on; the baseline is the faster of the
+two, the best setting for this hardware. Rates are as the client sees them (bench.common).
+Prints the medians and the ratios (daemon / in-process); targets: tokens/s ratio >= 0.95, first
+token at most 10 ms later.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-from ollamactl.client import Client
-from tests.daemon import running_daemon
-from tests.ollama_layout import write_ollama_model
+from bench.common import (
+    Sample,
+    Settings,
+    Stream,
+    fetch_model,
+    in_process_llama,
+    in_process_stream,
+    measure,
+    median,
+    model_daemon,
+    msgpack_stream,
+    ollama_options,
+)
+from tests.daemon import Daemon
 
-# Already in the model's chat format, sent raw to both sides so that they see the same tokens.
-PROMPT = ("<|im_start|>user\nWrite a long story about a lighthouse keeper and the sea."
-          "<|im_end|>\n<|im_start|>assistant\n")
-REPO = Path(__file__).resolve().parent.parent
-
-
-def model_path() -> Path:
-    out = subprocess.run([str(REPO / "scripts" / "fetch-test-model")], check=True,
-                         capture_output=True, text=True, env=dict(os.environ,
-                                                                   PYTHON=sys.executable))
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def through_daemon(client: Client, tokens: int, threads: int) -> tuple[float, float, int]:
-    """(tokens/s, seconds to first token, tokens) for one generate over the socket."""
-    start = time.perf_counter()
-    first = 0.0
-    final: dict = {}
-    for event in client.stream("generate", {
-            "model": "smollm2:135m", "prompt": PROMPT, "raw": True,
-            "options": {"temperature": 0, "seed": 1, "num_predict": tokens,
-                        "num_thread": threads, "num_ctx": 2048}}):
-        if not first:
-            first = time.perf_counter() - start
-        if event.get("done"):
-            final = event
-    return final["eval_count"] / (final["eval_duration"] / 1e9), first, final["eval_count"]
+OURS = "ollamad"
+IN_PROCESS = "in-process"
+IN_PROCESS_FLASH = "in-process, flash attention"
 
 
-def in_process(llama: object, tokens: int) -> tuple[float, float, int]:
-    start = time.perf_counter()
-    stamps = []
-    for _ in llama.create_completion(PROMPT, max_tokens=tokens, temperature=0,  # type: ignore[attr-defined]
-                                     seed=1, stream=True):
-        stamps.append(time.perf_counter())
-    # The same measure the runner reports: tokens after the first over the time they took.
-    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0
-    return rate, stamps[0] - start, len(stamps)
+def through_daemon(daemon: Daemon, settings: Settings, tokens: int | None = None) -> Stream:
+    """One raw generate over the daemon's socket (the daemon loads the model on the first)."""
+    return msgpack_stream(daemon.socket, ollama_options(tokens or settings.tokens,
+                                                        settings.threads, settings.ctx))
+
+
+def in_process(model: Path, settings: Settings, flash_attn: bool) -> Stream:
+    return in_process_stream(in_process_llama(model, settings.threads, settings.ctx, flash_attn),
+                             settings.tokens)
+
+
+def alternate(subjects: dict[str, Stream], runs: int) -> dict[str, list[Sample]]:
+    """``runs`` samples of each subject, taking turns, after one unmeasured warm-up each."""
+    for stream in subjects.values():
+        measure(stream)
+    samples: dict[str, list[Sample]] = {name: [] for name in subjects}
+    for _ in range(runs):
+        for name, stream in subjects.items():
+            samples[name].append(measure(stream))
+    return samples
+
+
+def summary(samples: list[Sample]) -> dict[str, float]:
+    return {"tokens_per_s": median(s.rate for s in samples),
+            "first_token_s": median(s.first_token for s in samples),
+            "pieces": median(s.pieces for s in samples)}
+
+
+def compare(model: Path, settings: Settings) -> dict[str, Any]:
+    """Medians per subject, and which in-process setting is the baseline."""
+    with model_daemon(model) as daemon:
+        subjects = {OURS: through_daemon(daemon, settings),
+                    IN_PROCESS: in_process(model, settings, flash_attn=False),
+                    IN_PROCESS_FLASH: in_process(model, settings, flash_attn=True)}
+        results = {name: summary(samples)
+                   for name, samples in alternate(subjects, settings.runs).items()}
+    baseline = max((IN_PROCESS, IN_PROCESS_FLASH), key=lambda n: results[n]["tokens_per_s"])
+    return {"subjects": results, "baseline": baseline,
+            "ratio": results[OURS]["tokens_per_s"] / results[baseline]["tokens_per_s"],
+            "first_token_delta_s": (results[OURS]["first_token_s"]
+                                    - results[baseline]["first_token_s"])}
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"{'':30}{'tokens/s':>10}{'first token':>14}{'pieces':>8}")
+    for name, figures in result["subjects"].items():
+        print(f"{name:30}{figures['tokens_per_s']:>10.1f}{figures['first_token_s'] * 1000:>12.1f}"
+              f"ms{figures['pieces']:>8.0f}")
+    print(f"tokens/s ratio ollamad / {result['baseline']}: {result['ratio']:.3f} (target >= 0.95); "
+          f"first token {result['first_token_delta_s'] * 1000:+.1f} ms (target <= +10 ms)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    args = parser.parse_args()
-    gguf = model_path()
-
-    from llama_cpp import Llama
-
-    llama = Llama(str(gguf), n_ctx=2048, n_threads=args.threads,
-                  n_threads_batch=args.threads, seed=1, verbose=False)
-    ours: list[tuple[float, float, int]] = []
-    theirs: list[tuple[float, float, int]] = []
-    with tempfile.TemporaryDirectory() as home:
-        write_ollama_model(Path(home) / ".ollama" / "models", gguf)
-        with running_daemon(Path(home), ["--http", "none"]) as daemon, \
-                Client(daemon.socket) as client:
-            through_daemon(client, 8, args.threads)  # load the model; not measured
-            in_process(llama, 8)
-            for _ in range(args.runs):
-                ours.append(through_daemon(client, args.tokens, args.threads))
-                theirs.append(in_process(llama, args.tokens))
-    rate_ours = statistics.median(r for r, _, _ in ours)
-    rate_theirs = statistics.median(r for r, _, _ in theirs)
-    ttft_ours = statistics.median(t for _, t, _ in ours)
-    ttft_theirs = statistics.median(t for _, t, _ in theirs)
-    print(f"{'':28}{'tokens/s':>10}{'first token':>14}{'tokens':>8}")
-    print(f"{'ollamad (msgpack socket)':28}{rate_ours:>10.1f}{ttft_ours * 1000:>12.1f}ms"
-          f"{ours[0][2]:>8}")
-    print(f"{'llama-cpp-python in-process':28}{rate_theirs:>10.1f}{ttft_theirs * 1000:>12.1f}ms"
-          f"{theirs[0][2]:>8}")
-    print(f"tokens/s ratio: {rate_ours / rate_theirs:.3f} (target >= 0.95); first token "
-          f"{(ttft_ours - ttft_theirs) * 1000:+.1f} ms (target <= +10 ms); threads {args.threads}")
+    Settings.add_arguments(parser, runs=3)
+    settings = Settings.from_args(parser.parse_args())
+    report(compare(fetch_model(), settings))
 
 
 if __name__ == "__main__":

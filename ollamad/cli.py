@@ -41,7 +41,12 @@ def main() -> None:
                    "(for socket activation), e.g. 5m or 300.")
 @click.option("--shutdown-timeout", callback=_duration, default="30s", metavar="DURATION",
               help="On SIGTERM, how long in-flight requests may take to finish.")
-def serve(socket_path: Path | None, idle_exit: float | None, shutdown_timeout: float) -> None:
+@click.option("--http", "http", default=None, metavar="ADDR|none",
+              help="Serve Ollama's HTTP API (and the OpenAI one) on ADDR, read as OLLAMA_HOST "
+                   "is, or not at all with 'none'; a socket systemd passes is used instead "
+                   "[default: $OLLAMA_HOST, else 127.0.0.1:11434].")
+def serve(socket_path: Path | None, idle_exit: float | None, shutdown_timeout: float,
+          http: str | None) -> None:
     """Run the daemon in the foreground."""
     import trio
 
@@ -53,7 +58,7 @@ def serve(socket_path: Path | None, idle_exit: float | None, shutdown_timeout: f
     settings = Settings.from_env()
     logs.setup(settings.debug, settings.identity_dir / "logs")
     options = ServeOptions(socket_path or socket_candidates(os.environ)[0], idle_exit,
-                           shutdown_timeout)
+                           shutdown_timeout, http)
     try:
         trio.run(run, settings, options)
     except StartupError as exc:

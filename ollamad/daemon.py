@@ -16,6 +16,7 @@ import trio
 from ollamad import __version__, identity
 from ollamad.activity import Activity
 from ollamad.config import Settings
+from ollamad.http.launch import Launcher, LaunchError
 from ollamad.inference import Inference
 from ollamad.inference import Settings as InferenceSettings
 from ollamad.ipc import IPCServer
@@ -36,6 +37,9 @@ class ServeOptions:
     socket_path: Path
     idle_exit: float | None = None
     shutdown_timeout: float = 30.0
+    # The HTTP bridge's address (OLLAMA_HOST's syntax) or "none"; None: $OLLAMA_HOST, else
+    # 127.0.0.1:11434.
+    http: str | None = None
 
 
 def bind_unix(path: Path) -> socket.socket:
@@ -80,22 +84,29 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     store = await trio.to_thread.run_sync(open_store, settings)
     await trio.to_thread.run_sync(identity.load_or_create, settings.identity_dir)
 
+    try:
+        http = Launcher.open(passed.get(HTTP), options.http, options.shutdown_timeout)
+    except LaunchError as exc:
+        raise StartupError(str(exc)) from None
     ctl = passed.get(CTL)
     bound: Path | None = None
     if ctl is None:
-        ctl = bind_unix(options.socket_path)
+        try:
+            ctl = bind_unix(options.socket_path)
+        except BaseException:
+            http.close()
+            raise
         bound = options.socket_path
     where = bound or ctl.getsockname() or "a socket passed by systemd"
-    if HTTP in passed:
-        # Kept open so systemd's queue of connections is not reset; served once the bridge exists.
-        log.warning("an http socket was passed, but this version has no HTTP bridge yet")
+    http_status = f", HTTP on {http.where}" if http.where else ""
 
     activity = Activity()
     scheduler = Scheduler(activity, default_keep_alive=settings.keep_alive,
                           max_loaded=settings.max_loaded_models, max_queue=settings.max_queue)
     inference = Inference(store, scheduler, InferenceSettings(
         settings.keep_alive, settings.context_length, settings.num_parallel))
-    ipc = IPCServer(Service(store, inference), activity, settings.max_frame_size)
+    service = Service(store, inference)
+    ipc = IPCServer(service, activity, settings.max_frame_size)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(scheduler.run)
@@ -106,16 +117,22 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
             await nursery.start(_on_signals, stop)
             if options.idle_exit is not None:
                 nursery.start_soon(_idle_exit, activity, options.idle_exit, stop)
-            log.info("ollamad %s serving on %s, store %s", __version__, where, settings.models)
-            notifier.notify("READY=1", f"STATUS=serving on {where}")
+            log.info("ollamad %s serving on %s%s, store %s", __version__, where, http_status,
+                     settings.models)
+            notifier.notify("READY=1", f"STATUS=serving on {where}{http_status}")
+            # Started after READY: the bridge's imports cost more than the rest of start-up, and
+            # HTTP clients meanwhile wait in the listen backlog.
+            nursery.start_soon(http.run, service, activity)
             await stop.wait()
             notifier.notify("STOPPING=1", "STATUS=stopping")
+            http.stop()
             ipc.stop_accepting()
             ipc.drain()
             with trio.move_on_after(options.shutdown_timeout):
                 await activity.wait_idle(0)
             nursery.cancel_scope.cancel()
     finally:
+        http.close()
         if bound is not None:
             with contextlib.suppress(FileNotFoundError):
                 bound.unlink()

@@ -37,8 +37,11 @@ class Caller:
     uid: int | None = None
     gid: int | None = None
     pid: int | None = None
+    address: str | None = None
 
     def __str__(self) -> str:
+        if self.address is not None:
+            return f"{self.transport} {self.address}"
         if self.uid is None:
             return self.transport
         return f"{self.transport} uid={self.uid} gid={self.gid} pid={self.pid}"
@@ -54,6 +57,8 @@ class Call:
 
     caller: Caller
     files: tuple[int, ...] = ()
+    # Raw content streamed by a transport that has no descriptors to pass (HTTP's blob upload).
+    body: AsyncIterator[bytes] | None = None
 
 
 Operation = Callable[["Service", Args, Call], Events]
@@ -89,13 +94,14 @@ class Service:
         self.store = store
         self.inference = inference
 
-    def run(self, op: str, args: Args, caller: Caller, files: list[int] | None = None) -> Events:
+    def run(self, op: str, args: Args, caller: Caller, files: list[int] | None = None,
+            body: AsyncIterator[bytes] | None = None) -> Events:
         """The event stream of operation ``op``; BadRequest if there is no such operation."""
         try:
             handler = OPERATIONS[op]
         except KeyError:
             raise BadRequest(f"unknown operation {op!r}") from None
-        return handler(self, args, Call(caller, tuple(files or ())))
+        return handler(self, args, Call(caller, tuple(files or ()), body))
 
     async def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
         # abandon_on_cancel=False: a store write, once started, finishes; it is atomic anyway.
@@ -216,16 +222,109 @@ async def save(service: Service, args: Args, call: Call) -> Events:
 
 @operation("blob")
 async def blob(service: Service, args: Args, call: Call) -> Events:
-    """Store the content of the one file the caller passed; answer its digest and size."""
-    if len(call.files) != 1:
-        raise BadRequest("blob takes exactly one passed file descriptor")
+    """Store a blob from the one file the caller passed, or from a streamed body; answer its
+    digest, size and whether it was new.
+
+    A named ``digest`` already in the store is not read again (HTTP answers 200 rather than 201);
+    with neither a file nor a body only that look-up is done, and an absent blob is NotFound.
+    """
     expected = Digest.parse(args["digest"]) if args.get("digest") else None
-    fd = call.files[0]
-
-    def chunks() -> Iterator[bytes]:
-        while data := os.read(fd, 1 << 20):
-            yield data
-
-    digest, size = await service._in_thread(service.store.blobs.write, chunks(), expected)
+    if expected is not None:
+        try:
+            size = await service._in_thread(service.store.blobs.size, expected)
+        except NotFound:
+            if call.body is None and not call.files:
+                raise NotFound(f'blob "{args["digest"]}" not found') from None
+        else:
+            yield {"digest": str(expected), "size": size, "created": False}
+            return
+    if call.body is not None:
+        chunks = _from_async(call.body)
+    elif len(call.files) == 1:
+        chunks = _from_fd(call.files[0])
+    else:
+        raise BadRequest("blob takes exactly one passed file descriptor")
+    digest, size = await service._in_thread(service.store.blobs.write, chunks, expected)
     log.info("stored blob %s (%d bytes) for %s", digest, size, call.caller)
-    yield {"digest": str(digest), "size": size}
+    yield {"digest": str(digest), "size": size, "created": True}
+
+
+def _from_fd(fd: int) -> Iterator[bytes]:
+    while data := os.read(fd, 1 << 20):
+        yield data
+
+
+def _from_async(body: AsyncIterator[bytes]) -> Iterator[bytes]:
+    """Pull an async byte stream from the worker thread that writes the blob."""
+    while True:
+        try:
+            chunk = trio.from_thread.run(body.__anext__)
+        except StopAsyncIteration:
+            return
+        if chunk:
+            yield chunk
+
+
+# -- registry and archives (the logic lives in ollamad.registry, imported when first used) -----
+
+
+def _one_file(call: Call, op: str) -> int:
+    if len(call.files) != 1:
+        raise BadRequest(f"{op} takes exactly one passed file descriptor")
+    return call.files[0]
+
+
+@operation("pull")
+async def pull(service: Service, args: Args, call: Call) -> Events:
+    from ollamad import registry
+    from ollamad.config import env_bool
+
+    name = _model_arg(args)
+    async for event in registry.pull(service.store, registry.for_store(service.store), name,
+                                     bool(args.get("insecure")),
+                                     prune=not env_bool(os.environ, "OLLAMA_NOPRUNE")):
+        yield event
+    log.info("pulled %s for %s", name, call.caller)
+
+
+@operation("push")
+async def push(service: Service, args: Args, call: Call) -> Events:
+    from ollamad import registry
+
+    name = _model_arg(args)
+    async for event in registry.push(service.store, registry.for_store(service.store), name,
+                                     bool(args.get("insecure"))):
+        yield event
+    log.info("pushed %s for %s", name, call.caller)
+
+
+@operation("key")
+async def key(service: Service, args: Args, call: Call) -> Events:
+    """The public key registries know this daemon by (``ollamactl key``)."""
+    from ollamad import identity
+
+    loaded = await service._in_thread(identity.load_or_create, service.store.root.parent)
+    yield {"key": loaded.public_key}
+
+
+@operation("export")
+async def export(service: Service, args: Args, call: Call) -> Events:
+    """Write a model as an OCI image-layout tar to the one file the caller passed."""
+    from ollamad import registry
+
+    name, fd = _model_arg(args), _one_file(call, "export")
+    async for event in registry.export(service.store, name, fd):
+        yield event
+    log.info("exported %s for %s", name, call.caller)
+
+
+@operation("import")
+async def import_(service: Service, args: Args, call: Call) -> Events:
+    """Add the model of an OCI image-layout tar read from the one file the caller passed."""
+    from ollamad import registry
+
+    fd = _one_file(call, "import")
+    name = _model_arg(args) if args.get("model") or args.get("name") else None
+    async for event in registry.import_archive(service.store, fd, name):
+        yield event
+    log.info("imported %s for %s", event.get("model"), call.caller)

@@ -84,8 +84,11 @@ class Daemon:
         self.extra_args = list(extra_args)
 
     def start(self) -> Daemon:
+        # No HTTP bridge unless a test asks for one: a test daemon must not take the user's
+        # (or another test's) port 11434.
+        http = [] if "--http" in self.extra_args else ["--http", "none"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ollamad", "serve", "--socket", str(self.socket),
+            [sys.executable, "-m", "ollamad", "serve", "--socket", str(self.socket), *http,
              *self.extra_args],
             env=self.env | {"NOTIFY_SOCKET": str(self.notify.path)},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

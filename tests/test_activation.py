@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,15 @@ def test_socket_activated_list_then_idle_exit(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr + "".join(lines)
         assert result.stdout.startswith("NAME")
         notify.wait_for("READY=1", activator)
+        # The http socket systemd passed is the HTTP bridge's.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/version", timeout=60) as answer:
+            assert answer.status == 200
         # Nothing more connects: the daemon must leave by itself, cleanly.
         assert activator.wait(timeout=60) == 0
         drain.join(timeout=10)
         stderr = "".join(lines)
         assert "idle for 2s: exiting" in stderr
-        assert "an http socket was passed" in stderr
+        assert f"HTTP on http://127.0.0.1:{port}" in stderr
         assert ctl.exists(), "a passed socket belongs to systemd and must not be unlinked"
     finally:
         if activator.poll() is None:

@@ -29,6 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ollamad.prompt.errors import TemplateError
 from ollamad.prompt.goruntime import Limits
+from ollamad.prompt.values import as_array, as_object
 
 _THINK_LEVELS = ("high", "medium", "low", "max")
 # A run of this many digits in a format string is a width or precision nobody needs.
@@ -276,8 +277,9 @@ def hf_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             item["reasoning_content"] = msg["thinking"]
         if msg.get("tool_calls"):
             calls = []
-            for call in msg["tool_calls"]:
-                fn = call.get("function") or {}
+            for call in as_array(msg["tool_calls"]):
+                call = as_object(call)
+                fn = as_object(call.get("function"))
                 args = fn.get("arguments")
                 if isinstance(args, str):
                     with contextlib.suppress(ValueError):
@@ -344,7 +346,7 @@ class JinjaChatTemplate:
         """The prompt for a chat, with the variables Hugging Face templates read."""
         variables: dict[str, Any] = {
             "messages": hf_messages(messages),
-            "tools": [dict(t) for t in tools] if tools else None,
+            "tools": [dict(as_object(t)) for t in tools] if tools else None,
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ollamad.prompt import gonodes as p
+from ollamad.prompt.values import as_object
 
 
 def _is_tool_calls_if(node: p.IfNode) -> bool:
@@ -172,7 +173,8 @@ class ToolParser:
     def __init__(self, tools: Sequence[Mapping[str, Any]], tag: str = "{", *,
                  rng: random.Random | None = None) -> None:
         self.tag = tag
-        self._names = [str((t.get("function") or {}).get("name") or "") for t in tools]
+        self._names = [str(as_object(as_object(t).get("function")).get("name") or "")
+                       for t in tools]
         self._names = [n for n in self._names if n]
         self._longest = max((len(n) for n in self._names), default=0)
         self._state = "looking"

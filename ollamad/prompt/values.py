@@ -35,6 +35,17 @@ def go_any(value: Any) -> Any:
     return value
 
 
+def as_object(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: requests come from clients, and a
+    field of the wrong shape (a null tool, a number for tool_calls) must not crash the render."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_array(value: Any) -> Sequence[Any]:
+    """``value`` if it is a JSON array, else an empty one (see :func:`as_object`)."""
+    return value if isinstance(value, list | tuple) else ()
+
+
 # Fields declared ``any`` in Go: omitempty drops them only when nil, not when an empty map.
 _ANY_FIELDS = frozenset({"$defs", "items"})
 
@@ -91,19 +102,20 @@ class ToolProperty(GoStruct):
 
     @classmethod
     def from_api(cls, raw: Any) -> ToolProperty:
-        raw = raw if isinstance(raw, Mapping) else {}
+        raw = as_object(raw)
         kind = raw.get("type")
-        types = [kind] if isinstance(kind, str) else [t for t in kind or () if isinstance(t, str)]
+        types = [kind] if isinstance(kind, str) else [t for t in as_array(kind)
+                                                      if isinstance(t, str)]
         props = raw.get("properties")
         return cls(
-            AnyOf=GoSlice.of(cls.from_api(p) for p in raw.get("anyOf") or ()),
+            AnyOf=GoSlice.of(cls.from_api(p) for p in as_array(raw.get("anyOf"))),
             Type=PropertyType.of(types),
             Items=go_any(raw.get("items")),
             Description=str(raw.get("description") or ""),
-            Enum=GoSlice.of(go_any(list(raw.get("enum") or ()))),
+            Enum=GoSlice.of(go_any(list(as_array(raw.get("enum"))))),
             Properties=(JSONObject((str(k), cls.from_api(v)) for k, v in props.items())
                         if isinstance(props, Mapping) else None),
-            Required=GoSlice.of(str(r) for r in raw.get("required") or ()),
+            Required=GoSlice.of(str(r) for r in as_array(raw.get("required"))),
         )
 
     def to_typescript_type(self) -> str:
@@ -191,8 +203,9 @@ class Tool(GoStruct):
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Tool:
-        fn = raw.get("function") or {}
-        params = fn.get("parameters") or {}
+        raw = as_object(raw)
+        fn = as_object(raw.get("function"))
+        params = as_object(fn.get("parameters"))
         props = params.get("properties")
         ordered = (JSONObject((str(k), ToolProperty.from_api(v)) for k, v in props.items())
                    if isinstance(props, Mapping) else None)
@@ -206,7 +219,7 @@ class Tool(GoStruct):
                     Type=str(params.get("type") or ""),
                     Defs=go_any(params.get("$defs")),
                     Items=go_any(params.get("items")),
-                    Required=GoSlice.of((str(r) for r in params.get("required") or ()),
+                    Required=GoSlice.of((str(r) for r in as_array(params.get("required"))),
                                         nil=params.get("required") is None),
                     Properties=JSONStringMap.of(ordered or {}, nil=ordered is None),
                     ordered=ordered,
@@ -260,7 +273,8 @@ class ToolCall(GoStruct):
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> ToolCall:
-        fn = raw.get("function") or {}
+        raw = as_object(raw)
+        fn = as_object(raw.get("function"))
         args = fn.get("arguments")
         if isinstance(args, str):  # OpenAI clients send arguments as a JSON string
             try:
@@ -304,14 +318,14 @@ class Message(GoStruct):
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Message:
-        images = raw.get("images")
-        calls = raw.get("tool_calls")
+        images = as_array(raw.get("images"))
+        calls = as_array(raw.get("tool_calls"))
         return cls(
             Role=str(raw.get("role") or "").lower(),
             Content=str(raw.get("content") or ""),
             Thinking=str(raw.get("thinking") or ""),
-            Images=GoSlice.of((image_bytes(i) for i in images or ()), nil=not images),
-            ToolCalls=GoSlice.of((ToolCall.from_api(c) for c in calls or ()), nil=not calls),
+            Images=GoSlice.of((image_bytes(i) for i in images), nil=not images),
+            ToolCalls=GoSlice.of((ToolCall.from_api(c) for c in calls), nil=not calls),
             ToolName=str(raw.get("tool_name") or ""),
             ToolCallID=str(raw.get("tool_call_id") or ""),
         )

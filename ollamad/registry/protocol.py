@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote_plus, urljoin, urlsplit, urlunsplit
 
+from ollamad.errors import BadRequest
 from ollamad.registry.errors import InsecureProtocol, RegistryRefused, Unauthorized
 from ollamad.store import Digest, ModelName
 
@@ -27,7 +28,13 @@ def base_url(name: ModelName, insecure: bool) -> str:
     """``<scheme>://<host>``: https unless ``insecure``; an http:// name needs ``insecure``."""
     if name.scheme == "http" and not insecure:
         raise InsecureProtocol()
-    return f"{'http' if insecure else 'https'}://{name.host}"
+    url = f"{'http' if insecure else 'https'}://{name.host}"
+    try:
+        # The name grammar lets a host hold any colons; only one port of digits makes a URL.
+        _ = urlsplit(url).port
+    except ValueError:
+        raise BadRequest(f'invalid registry host "{name.host}"') from None
+    return url
 
 
 def manifest_url(base: str, name: ModelName) -> str:
@@ -81,8 +88,13 @@ def resolve_location(request_url: str, location: str | None) -> str:
     """A Location header (absolute or relative) as an absolute http(s) URL."""
     if not location:
         raise RegistryRefused(f"registry redirected from {request_url} without a Location")
-    url = urljoin(request_url, location.strip())
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        url = urljoin(request_url, location.strip())
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is no number in range raises here, not later on
+    except ValueError:
+        raise RegistryRefused(f"registry redirected to a malformed URL: {location!r}") from None
+    if parts.scheme not in ("http", "https"):
         raise RegistryRefused(f"registry redirected to a non-http URL: {location!r}")
     return url
 
@@ -135,7 +147,11 @@ def token_url(challenge: Challenge, now: int, nonce: str | None = None) -> str:
     # Go's strings.Split: an empty scope still yields one empty ``scope=``.
     pairs += [("scope", scope) for scope in challenge.scope.split(" ")]
     pairs += [("ts", str(now)), ("nonce", nonce if nonce is not None else new_nonce())]
-    return with_query(challenge.realm, pairs)
+    try:
+        return with_query(challenge.realm, pairs)
+    except ValueError:
+        raise Unauthorized(f"the registry's token realm {challenge.realm!r} is not a valid "
+                           "URL") from None
 
 
 def new_nonce() -> str:
@@ -151,7 +167,12 @@ def signing_payload(method: str, url: str, body: bytes = b"") -> bytes:
 def check_realm(realm_url: str, registry_url: str) -> None:
     """A token realm must live on the registry's own host: our signature or credentials go
     there, and a registry must not be able to send them anywhere else."""
-    if not same_host(realm_url, registry_url):
+    try:
+        same = same_host(realm_url, registry_url)
+    except ValueError:  # the registry's own URL passed the name grammar: the realm is at fault
+        raise Unauthorized(f"the registry's token realm {realm_url!r} is not a valid URL"
+                           ) from None
+    if not same:
         raise Unauthorized(f'realm host "{host_port(realm_url)}" does not match original host '
                            f'"{host_port(registry_url)}"')
 
