@@ -92,6 +92,9 @@ def decode(data: bytes, struct: Struct) -> dict[str, Any]:
         value, _ = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as exc:
         raise HTTPProblem(400, syntax_message(exc)) from None
+    except RecursionError:
+        # Go's decoder has a depth limit too (10000); ours is Python's recursion limit.
+        raise HTTPProblem(400, "exceeded max depth") from None
     except _BadConstant as exc:
         raise HTTPProblem(400, f"invalid character {quote_char(exc.first)} looking for "
                                "beginning of value") from None

@@ -142,6 +142,8 @@ def _message_fields(message: dict[str, Any], **fields: Any) -> dict[str, Any]:
 def _messages(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for message in raw:
+        if not isinstance(message, dict):
+            raise bad("json: cannot unmarshal a message that is not an object")
         role = message.get("role", "")
         tool_name = ""
         if isinstance(role, str) and role.lower() == "tool":
