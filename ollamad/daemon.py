@@ -129,6 +129,10 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
             ipc.stop_accepting()
             ipc.drain()
             with trio.move_on_after(options.shutdown_timeout):
+                # A loaded model keeps the daemon busy for --idle-exit, but must not hold up a
+                # stop until the timeout: each goes once its requests end, as `ollamactl stop`.
+                for loaded in scheduler.ps():
+                    await scheduler.expire(loaded.ref.path)
                 await activity.wait_idle(0)
             nursery.cancel_scope.cancel()
     finally:
