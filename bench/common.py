@@ -57,6 +57,33 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+# -- CPU accounting -----------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far; 0 once it has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy() -> float:
+    """CPU seconds, summed over the CPUs, that the machine has been busy since boot."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of its children waited for (with theirs)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every generation benchmark shares: tokens per stream, threads, context, runs."""
@@ -116,6 +143,17 @@ def measure(stream: Stream) -> Sample:
     if len(stamps) < 2:
         raise RuntimeError("the stream produced fewer than two pieces")
     return Sample(start, tuple(stamps), "".join(parts))
+
+
+def alternate(subjects: dict[str, Stream], runs: int) -> dict[str, list[Sample]]:
+    """``runs`` samples of each subject, taking turns, after one unmeasured warm-up each."""
+    for stream in subjects.values():
+        measure(stream)
+    samples: dict[str, list[Sample]] = {name: [] for name in subjects}
+    for _ in range(runs):
+        for name, stream in subjects.items():
+            samples[name].append(measure(stream))
+    return samples
 
 
 def aggregate_rate(samples: Sequence[Sample]) -> float:
@@ -233,10 +271,16 @@ def server_available() -> bool:
                for name in ("uvicorn", "fastapi", "sse_starlette", "starlette_context"))
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
 def llama_server(model: Path, threads: int, ctx: int,
-                 flash_attn: bool = False) -> Iterator[str | None]:
-    """llama_cpp.server on a loopback port (its URL), or None without the ``bench`` extra."""
+                 flash_attn: bool = False) -> Iterator[Server | None]:
+    """llama_cpp.server on a loopback port, or None without the ``bench`` extra."""
     if not server_available():
         yield None
         return
@@ -252,7 +296,7 @@ def llama_server(model: Path, threads: int, ctx: int,
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(proc, url)
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)

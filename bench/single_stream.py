@@ -20,10 +20,10 @@ from bench.common import (
     Sample,
     Settings,
     Stream,
+    alternate,
     fetch_model,
     in_process_llama,
     in_process_stream,
-    measure,
     median,
     model_daemon,
     msgpack_stream,
@@ -45,17 +45,6 @@ def through_daemon(daemon: Daemon, settings: Settings, tokens: int | None = None
 def in_process(model: Path, settings: Settings, flash_attn: bool) -> Stream:
     return in_process_stream(in_process_llama(model, settings.threads, settings.ctx, flash_attn),
                              settings.tokens)
-
-
-def alternate(subjects: dict[str, Stream], runs: int) -> dict[str, list[Sample]]:
-    """``runs`` samples of each subject, taking turns, after one unmeasured warm-up each."""
-    for stream in subjects.values():
-        measure(stream)
-    samples: dict[str, list[Sample]] = {name: [] for name in subjects}
-    for _ in range(runs):
-        for name, stream in subjects.items():
-            samples[name].append(measure(stream))
-    return samples
 
 
 def summary(samples: list[Sample]) -> dict[str, float]:
