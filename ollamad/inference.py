@@ -106,6 +106,20 @@ class Inference:
         fits = model.memory_estimate(num_ctx * AUTO_PARALLEL) <= 0.8 * available_memory()
         return AUTO_PARALLEL if fits else 1
 
+    def plan(self, model: Model, args: Args, requested: str, op: str, needs: str | None
+             ) -> tuple[bool | str | None, str | dict[str, Any] | None, dict[str, Any],
+                        LoadOptions]:
+        """What a generate or chat needs before it runs: the capabilities checked, and its
+        think setting, format, options and load options."""
+        caps = model.capabilities
+        if "completion" not in caps:
+            raise BadRequest(f'"{requested}" does not support {op}')
+        if needs and needs not in caps:
+            raise BadRequest(f"{model.stored.name} does not support {needs}")
+        opts = self.effective_options(model, args)
+        return (_think(args, requested, caps), format_arg(args), opts,
+                self.load_options(model, opts))
+
     @contextlib.asynccontextmanager
     async def runner(self, model: Model, load: LoadOptions, args: Args) -> AsyncIterator[Loaded]:
         if model.weights is None:
@@ -138,15 +152,8 @@ class Inference:
         if context is not None and (not isinstance(context, list)
                                     or not all(isinstance(t, int) for t in context)):
             raise BadRequest("context must be a list of token ids")
-        caps = model.capabilities
-        if "completion" not in caps:
-            raise BadRequest(f'"{requested}" does not support generate')
-        if suffix and "insert" not in caps:
-            raise BadRequest(f"{model.stored.name} does not support insert")
-        think = _think(args, requested, caps)
-        fmt = format_arg(args)
-        opts = self.effective_options(model, args)
-        load = self.load_options(model, opts)
+        think, fmt, opts, load = self.plan(model, args, requested, "generate",
+                                           "insert" if suffix else None)
         async with self.runner(model, load, args) as loaded:
             load_duration = time.perf_counter_ns() - started
             if not prompt:
@@ -194,15 +201,8 @@ class Inference:
         tools = args.get("tools") or []
         if not isinstance(tools, list):
             raise BadRequest("tools must be a list")
-        caps = model.capabilities
-        if "completion" not in caps:
-            raise BadRequest(f'"{requested}" does not support chat')
-        if tools and "tools" not in caps:
-            raise BadRequest(f"{model.stored.name} does not support tools")
-        think = _think(args, requested, caps)
-        fmt = format_arg(args)
-        opts = self.effective_options(model, args)
-        load = self.load_options(model, opts)
+        think, fmt, opts, load = self.plan(model, args, requested, "chat",
+                                           "tools" if tools else None)
         async with self.runner(model, load, args) as loaded:
             load_duration = time.perf_counter_ns() - started
             if not messages:
