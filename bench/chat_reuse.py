@@ -7,7 +7,9 @@ user waits for at the start. The long conversation's turn 1 asks for a story of 
 tokens; turn 2 sends that history back with a short follow-up, as every chat client does. With
 the history still cached in a slot, turn 2 evaluates only the follow-up, so its first token
 should come about as soon as turn 1's (target: at most 1.2x). The control is the same turn 2
-with another system prompt: nothing reusable, the whole history evaluated.
+with another system prompt: nothing reusable, the whole history evaluated. The baseline for
+the ratio is llama.cpp in-process: the same number of new tokens evaluated after the history
+cached against after a short prefix, with flash attention on (as the runner has it) and off.
 
 Order matters, because a new request takes the slot that shares the longest prefix with it:
 the short first turns come before the long conversation, the controls after its turn 2s.
@@ -21,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import MODEL, SEED, Settings, fetch_model, median, model_daemon
+from bench.common import (
+    MODEL,
+    SEED,
+    Settings,
+    fetch_model,
+    in_process_llama,
+    median,
+    model_daemon,
+)
 from ollamactl.client import Client
 
 STORY = "Write a long story about a lighthouse keeper and the sea."
@@ -32,6 +42,7 @@ FOLLOW_UPS = ["Summarize the story in one sentence.", "Who is the main character
               "Where does the story take place?", "How does the story end?",
               "Give the story a title."]
 SHORT_REPLY = 16
+SHORT_PREFIX = 14  # the system prompt's tokens that a turn 1 finds cached in another slot
 Message = dict[str, str]
 
 
@@ -84,6 +95,26 @@ def conversation(socket: Path, settings: Settings, history: int,
     return turns
 
 
+def in_process_ratio(model: Path, settings: Settings, cached: int, new: int, runs: int,
+                     flash_attn: bool) -> dict[str, float]:
+    """llama.cpp alone: the time to evaluate ``new`` tokens after ``cached`` tokens against after
+    a short prefix (a turn 1, whose system prompt other slots share)."""
+    llama = in_process_llama(model, settings.threads, settings.ctx, flash_attn)
+    text = (STORY + " ") * (cached + new)
+    tokens = llama.tokenize(text.encode(), add_bos=False)[:cached + new]
+
+    def evaluation(prefix: int) -> float:
+        llama.reset()  # the next eval drops the cache from the position it starts at
+        llama.eval(tokens[:prefix])
+        start = time.perf_counter()
+        llama.eval(tokens[prefix:prefix + new])
+        return time.perf_counter() - start
+
+    short = median(evaluation(SHORT_PREFIX) for _ in range(runs))
+    long = median(evaluation(cached) for _ in range(runs))
+    return {"short_s": short, "long_s": long, "ratio": long / short}
+
+
 def measure_chat(model: Path, settings: Settings, history: int = 960) -> dict[str, Any]:
     with model_daemon(model) as daemon:
         turns = conversation(daemon.socket, settings, history, settings.runs)
@@ -91,9 +122,14 @@ def measure_chat(model: Path, settings: Settings, history: int = 960) -> dict[st
                     "prompt_eval_count": median(t.prompt_eval_count for t in samples)}
              for kind, samples in turns.items()}
     opening = turns["turn 1"][-1]
+    new = int(kinds["turn 2"]["prompt_eval_count"])
+    cached = int(kinds["turn 2, no reuse"]["prompt_eval_count"]) - new
     return {"kinds": kinds,
             "history_tokens": opening.prompt_eval_count + opening.eval_count,
-            "ratio": kinds["turn 2"]["first_token_s"] / kinds["turn 1"]["first_token_s"]}
+            "ratio": kinds["turn 2"]["first_token_s"] / kinds["turn 1"]["first_token_s"],
+            "in_process": {"cached": cached, "new": new, **{
+                name: in_process_ratio(model, settings, cached, new, settings.runs, flash)
+                for name, flash in (("flash attention", True), ("no flash attention", False))}}}
 
 
 def report(result: dict[str, Any]) -> None:
@@ -103,6 +139,12 @@ def report(result: dict[str, Any]) -> None:
         print(f"{kind:20}{figures['first_token_s'] * 1000:>12.1f}ms"
               f"{figures['prompt_eval_count']:>26.0f}")
     print(f"turn 2 / turn 1 first token: {result['ratio']:.2f} (target <= 1.2)")
+    alone = result["in_process"]
+    for name in ("flash attention", "no flash attention"):
+        figures = alone[name]
+        print(f"llama.cpp in-process, {name}: {alone['new']} tokens after {alone['cached']} "
+              f"cached {figures['long_s'] * 1000:.1f} ms, after {SHORT_PREFIX} "
+              f"{figures['short_s'] * 1000:.1f} ms: {figures['ratio']:.2f}x")
 
 
 def main() -> None:

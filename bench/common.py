@@ -39,6 +39,7 @@ PROMPT = ("<|im_start|>user\nWrite a long story about a lighthouse keeper and th
           "<|im_end|>\n<|im_start|>assistant\n")
 STOP = ["<|im_start|>", "<|im_end|>"]
 SEED = 42
+SETTLE = 0.2
 Stream = Callable[[], Iterable[str]]
 
 
@@ -145,6 +146,12 @@ def measure(stream: Stream) -> Sample:
     return Sample(start, tuple(stamps), "".join(parts))
 
 
+def settle() -> None:
+    """A pause between two measurements: llama.cpp's worker threads spin for a while after a
+    decode, and would take the CPUs from the next subject (seen as 10-30 ms on its first token)."""
+    time.sleep(SETTLE)
+
+
 def alternate(subjects: dict[str, Stream], runs: int) -> dict[str, list[Sample]]:
     """``runs`` samples of each subject, taking turns, after one unmeasured warm-up each."""
     for stream in subjects.values():
@@ -152,6 +159,7 @@ def alternate(subjects: dict[str, Stream], runs: int) -> dict[str, list[Sample]]
     samples: dict[str, list[Sample]] = {name: [] for name in subjects}
     for _ in range(runs):
         for name, stream in subjects.items():
+            settle()
             samples[name].append(measure(stream))
     return samples
 
@@ -226,9 +234,11 @@ def model_home(model: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def model_daemon(model: Path, extra_args: Sequence[str] = ("--http", "none"),
                  env: dict[str, str] | None = None) -> Iterator[Daemon]:
-    """A daemon of its own (no HTTP unless asked) with the model in its store."""
+    """A daemon of its own (no HTTP unless asked) with the model in its store. Stopped with
+    SIGTERM, so that it waits for its runner, whose CPU time then counts as this run's."""
     with model_home(model) as home, running_daemon(home, extra_args, env) as daemon:
         yield daemon
+        daemon.stop()
 
 
 # -- llama-cpp-python ---------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from bench.common import (
     ollama_options,
     process_cpu,
     server_stream,
+    settle,
     simultaneously,
 )
 from bench.raw_decode import RawDecoder
@@ -172,6 +173,7 @@ def run_levels(found: dict[str, Subject], levels: Sequence[int],
         for level in levels:
             for name, subject in found.items():
                 if level in subject.levels:
+                    settle()
                     before = subject.cpu()
                     outcomes = subject.serve(level)
                     used = {role: seconds - before.get(role, 0.0)

@@ -1,7 +1,7 @@
 """Every benchmark of issue 7 in one run: a table of ratios against baselines measured in the
 same run, with the issue's targets, and a JSON file and a PNG chart in bench/results/.
 
-    .venv/bin/python -m bench.run_all [--tokens 128] [--runs 3] [--threads N] [--ctx 2048] \
+    .venv/bin/python -m bench.run_all [--tokens 128] [--runs 5] [--threads N] [--ctx 2048] \
         [--requests 1000] [--cold-runs 5]
 
 Sections, each with its own daemon(s) (see each module for the method): bench.single_stream,
@@ -151,10 +151,15 @@ def default_slots_rows(subjects: dict[str, Any], top: str) -> list[Row]:
 def chat_rows(result: dict[str, Any]) -> list[Row]:
     kinds = result["kinds"]
     turn1, turn2, cold = kinds["turn 1"], kinds["turn 2"], kinds["turn 2, no reuse"]
+    alone = result["in_process"]
     return [
         Row(f"chat turn 2 first token ({result['history_tokens']}-token history)",
             ms(turn2["first_token_s"]), f"{ms(turn1['first_token_s'])} (turn 1)",
             result["ratio"], "<= 1.2", result["ratio"] <= 1.2),
+        *(Row(f"chat turn 2/1 vs llama.cpp alone, {name[:-10]}", f"{result['ratio']:.2f}x",
+              f"{alone[name]['ratio']:.2f}x ({alone['new']} tokens after {alone['cached']} "
+              f"/ after {chat_reuse.SHORT_PREFIX})", result["ratio"] / alone[name]["ratio"],
+              "(info)", None) for name in ("flash attention", "no flash attention")),
         Row("chat turn 2 prompt tokens evaluated", f"{turn2['prompt_eval_count']:.0f}",
             f"{cold['prompt_eval_count']:.0f} (same turn, nothing cached)",
             turn2["prompt_eval_count"] / cold["prompt_eval_count"], "(info)", None),
@@ -228,16 +233,16 @@ def save(path: Path, results: dict[str, Any], settings: Settings,
 
 def draw(path: Path, results: dict[str, Any], settings: Settings) -> None:
     single = results["single_stream"]
-    loads = [section["_section"]["load_before"] for section in results.values()]
+    others = results["concurrency"]["_section"]["others_cpu_share"]
     chart.draw(path, results["concurrency"],
                single["subjects"][single["baseline"]]["tokens_per_s"],
                f"SmolLM2-135M Q4_1, {settings.tokens} tokens per stream, {settings.threads} "
-               f"threads, {cpu_count()} CPUs, load average {min(loads):.1f}-{max(loads):.1f}")
+               f"threads, {cpu_count()} CPUs, other processes {others:.0%} of the CPUs")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    Settings.add_arguments(parser, runs=3)
+    Settings.add_arguments(parser, runs=5)
     parser.add_argument("--requests", type=int, default=1000, help="for the memory section")
     parser.add_argument("--cold-runs", type=int, default=5, help="socket-activated cold starts")
     args = parser.parse_args()
