@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ollamad import __version__, model_info
+from ollamad import __version__, model_info, passed_files
 from ollamad import create as creating
 from ollamad.errors import BadRequest, CorruptStore, InvalidName, NotFound
 from ollamad.inference import Inference
@@ -241,17 +241,12 @@ async def blob(service: Service, args: Args, call: Call) -> Events:
     if call.body is not None:
         chunks = _from_async(call.body)
     elif len(call.files) == 1:
-        chunks = _from_fd(call.files[0])
+        chunks = passed_files.chunks(call.files[0], trio.from_thread.check_cancelled)
     else:
         raise BadRequest("blob takes exactly one passed file descriptor")
     digest, size = await service._in_thread(service.store.blobs.write, chunks, expected)
     log.info("stored blob %s (%d bytes) for %s", digest, size, call.caller)
     yield {"digest": str(digest), "size": size, "created": True}
-
-
-def _from_fd(fd: int) -> Iterator[bytes]:
-    while data := os.read(fd, 1 << 20):
-        yield data
 
 
 def _from_async(body: AsyncIterator[bytes]) -> Iterator[bytes]:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -464,6 +466,63 @@ class TestClientVanishes:
             assert list((daemon.models / "blobs").iterdir()) == []  # the staged temp is gone
             assert list((daemon.models / "manifests").iterdir()) == []
             assert_serving(daemon)
+
+
+def wait_for_poll(fd: int, event: int, what: str) -> None:
+    """Wait for ``event`` on ``fd``: POLLHUP on a pipe's read end or POLLERR on its write end
+    says the daemon has closed every copy it had of the other end."""
+    poller = select.poll()
+    poller.register(fd, event)
+    assert poller.poll(WAIT * 1000), f"timed out waiting for {what}"
+
+
+class TestPassedPipeLeftOpen:
+    """A client passes a pipe and then neither writes, closes nor reads it, and goes: its request
+    ends and lets go of the pipe (and of the worker thread that was waiting on it), though the
+    pipe's other end stays open in the test."""
+
+    def _send_and_vanish(self, daemon: Daemon, op: str, args: dict[str, Any], fd: int,
+                         started: Callable[[], bool]) -> None:
+        frame = request_frame(op, 1, {**args, "fds": 1})
+        sock = daemon.connect()
+        try:
+            sock.sendall(ClientConnection("vanishing").hello())
+            socket.send_fds(sock, [frame[:1]], [fd])
+            sock.sendall(frame[1:])
+            wait_until(started, f"the {op} to start waiting on the pipe")
+        finally:
+            sock.close()
+        os.close(fd)
+
+    def test_a_blob_from_a_pipe_never_written(self, tmp_path: Path) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            with running_daemon(tmp_path, SOCKET_ONLY) as daemon:
+                self._send_and_vanish(daemon, "blob", {}, read_fd,
+                                      lambda: bool(temp_files(daemon.models)))
+                wait_for_poll(write_fd, select.POLLERR, "the daemon to close the pipe")
+                wait_until(lambda: not temp_files(daemon.models), "the temp blob to go")
+                assert_serving(daemon)
+        finally:
+            os.close(write_fd)
+
+    def test_an_export_into_a_pipe_never_read(self, tmp_path: Path, tiny: Path) -> None:
+        big = tmp_path / "big.gguf"
+        big.write_bytes(tiny.read_bytes() + os.urandom(MB))  # more than a pipe holds
+        read_fd, write_fd = os.pipe()
+        try:
+            with running_daemon(tmp_path, SOCKET_ONLY) as daemon:
+                digest = call_with_file(daemon, "blob", {}, big)["digest"]
+                with Client(daemon.socket) as client:
+                    client.call("create", {"model": "made", "files": {"big.gguf": digest}})
+                poller = select.poll()
+                poller.register(read_fd, select.POLLIN)
+                self._send_and_vanish(daemon, "export", {"model": "made"}, write_fd,
+                                      lambda: bool(poller.poll(0)))
+                wait_for_poll(read_fd, select.POLLHUP, "the daemon to close the pipe")
+                assert_serving(daemon)
+        finally:
+            os.close(read_fd)
 
 
 # -- the soak run, in its short form --------------------------------------------------------------

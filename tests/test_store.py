@@ -112,8 +112,10 @@ def test_prune_respects_grace_pins_partials_and_broken_manifests(tmp_path: Path)
     partial.write_bytes(b"half a download")
     temp = store.blobs.folder / ".tmp-0123456789abcdef"
     temp.write_bytes(b"crashed write")
+    manifest_temp = store.manifests.folder / "registry.ollama.ai/library/kept/.tmp-0123456789abcdef"
+    manifest_temp.write_bytes(b"crashed manifest write")
     old = time.time() - 7200
-    for path in store.blobs.folder.iterdir():
+    for path in [*store.blobs.folder.iterdir(), manifest_temp]:
         os.utime(path, (old, old))
     assert store.prune(grace_seconds=3600 * 10) == 0  # everything is younger than the grace
     broken = store.manifests.folder / "registry.ollama.ai/library/broken/latest"
@@ -124,7 +126,7 @@ def test_prune_respects_grace_pins_partials_and_broken_manifests(tmp_path: Path)
     with store.pinned([pinned]):
         assert store.prune(grace_seconds=3600) == 1
     assert not store.blobs.has(orphan) and store.blobs.has(pinned)
-    assert partial.exists() and not temp.exists()
+    assert partial.exists() and not temp.exists() and not manifest_temp.exists()
     assert store.models()[0].name.model == "kept"
 
 

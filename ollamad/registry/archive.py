@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -31,6 +32,7 @@ import trio
 
 from ollamad import gojson
 from ollamad.errors import InvalidDigest, InvalidName
+from ollamad.passed_files import PassedFile
 from ollamad.registry.errors import ArchiveRefused
 from ollamad.registry.transfer import Transfer, follow
 from ollamad.store import Digest, InvalidManifest, Manifest, ModelName, ModelStore
@@ -190,7 +192,8 @@ async def export(store: ModelStore, name: ModelName, fd: int) -> AsyncIterator[E
 
     def job(worker: _Worker) -> None:
         manifest = stored.manifest
-        with store.pinned(manifest.digests), os.fdopen(os.dup(fd), "wb") as out, \
+        with store.pinned(manifest.digests), \
+                io.BufferedWriter(PassedFile(fd, worker.check), COPY_BLOCK) as out, \
                 tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             mtime = stored.mtime_ns // 10**9
             for folder in ("blobs", "blobs/sha256"):
@@ -280,7 +283,7 @@ async def import_archive(store: ModelStore, fd: int,
     def job(worker: _Worker) -> None:
         staged = _Staged(store.blobs.folder)
         try:
-            with os.fdopen(os.dup(fd), "rb") as source:
+            with io.BufferedReader(PassedFile(fd, worker.check), COPY_BLOCK) as source:
                 _read(source, staged, worker)
             worker.stages.append("verifying sha256 digest")
             name, raw = _check(store, staged, wanted)

@@ -108,7 +108,8 @@ class ModelStore:
             return stored
 
     def prune(self, grace_seconds: float = PRUNE_GRACE_SECONDS) -> int:
-        """Remove unreferenced blobs and stale temp files older than ``grace_seconds``.
+        """Remove unreferenced blobs and stale temp files (of blobs and manifests) older than
+        ``grace_seconds``.
 
         Partial downloads are never touched: a pull resumes from them. If any manifest is
         unreadable, nothing is removed, since its blobs cannot be told apart from garbage.
@@ -127,8 +128,12 @@ class ModelStore:
                 if _mtime(self.blobs.path(digest)) < cutoff:
                     self.blobs.remove(digest)
                     removed += 1
-            for temp in self.blobs.folder.glob(f"{TEMP_PREFIX}*"):
-                if _mtime(temp) < cutoff:
+            # A crash mid-write leaves its temp file beside the target: blobs/ holds blob temps,
+            # and manifests/ one per manifest folder.
+            temps = [*self.blobs.folder.glob(f"{TEMP_PREFIX}*"),
+                     *self.manifests.folder.rglob(f"{TEMP_PREFIX}*")]
+            for temp in temps:
+                if temp.is_file() and not temp.is_symlink() and _mtime(temp) < cutoff:
                     temp.unlink(missing_ok=True)
             return removed
 
