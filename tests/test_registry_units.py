@@ -71,6 +71,34 @@ def test_restore_refuses_what_does_not_tile() -> None:
     assert parts.contiguous([parts.Part(0, 0, 10, 10), parts.Part(1, 10, 5, 2)]) == 12
 
 
+
+def test_ranges_come_in_blob_order_and_stop_at_part_ends() -> None:
+    plan = [parts.Part(0, 0, 10, 3), parts.Part(1, 10, 5), parts.Part(2, 15, 4, 4)]
+    assert [(p.n, start, end) for p, start, end in parts.ranges(plan, 4)] == [
+        (0, 3, 7), (0, 7, 10), (1, 10, 14), (1, 14, 15)]
+
+
+def test_completed_counts_only_the_unbroken_prefix() -> None:
+    part = parts.Part(1, 100, 50, 10)
+    part.record(130, 10)  # a later request landed first
+    part.record(120, 10)
+    assert (part.completed, part.arrived) == (10, 30)
+    part.record(110, 10)  # the gap closes: everything up to 140 is in
+    assert (part.completed, part.arrived, part.landed) == (40, 40, [])
+    part.record(135, 5)  # a retry writing again what is there counts once
+    part.record(140, 10)
+    assert (part.completed, part.remaining) == (50, 0)
+    assert part.to_json() == b'{"N":1,"Offset":100,"Size":50,"Completed":50}\n'
+
+
+@given(st.permutations(range(8)))
+def test_any_arrival_order_completes_the_part(order: list[int]) -> None:
+    part = parts.Part(0, 64, 80)
+    for index in order:
+        part.record(64 + index * 10, 10)
+        assert part.arrived == 10 * (order.index(index) + 1)
+    assert part.completed == 80 and part.landed == []
+
 def test_state_numbers() -> None:
     blob = "sha256-" + "a" * 64
     assert parts.state_number(blob + "-partial-7", blob) == 7

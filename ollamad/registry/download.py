@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from pathlib import Path
 
 import httpx
@@ -52,6 +52,14 @@ class Stalled(RegistryError):
         super().__init__("part stalled")
 
 
+class PartialFetch(RegistryError):
+    """A ranged request failed after ``received`` of its bytes arrived (and were written)."""
+
+    def __init__(self, received: int, error: RegistryError) -> None:
+        super().__init__(error.message)
+        self.received, self.error = received, error
+
+
 class Download(Transfer):
     """The download of ``digest`` (``size`` bytes) into ``blobs`` from ``url``."""
 
@@ -74,7 +82,7 @@ class Download(Transfer):
 
     @property
     def completed(self) -> int:
-        return sum(part.completed for part in self.parts)
+        return sum(part.arrived for part in self.parts)
 
     # -- the download ---------------------------------------------------------------------------
 
@@ -94,18 +102,18 @@ class Download(Transfer):
         await trio.to_thread.run_sync(self._finish, hashed[0])
 
     async def _fetch_parts(self, client: RegistryClient, nursery: trio.Nursery) -> None:
-        missing = [part for part in self.parts if part.remaining]
-        if len(missing) == 1:
+        requests = list(partlib.ranges(self.parts, self.settings.request))
+        if len(requests) == 1:
             # One request, following any redirect itself: no probe for where parts should go.
             url, redirects = self.url, "all"
         else:
             url, redirects = await self._direct_url(client), "none"
         checkpoints = trio.CancelScope()
         nursery.start_soon(self._checkpoints, checkpoints)
-        limiter = trio.CapacityLimiter(self.settings.parts)
+        queue = iter(requests)
         async with trio.open_nursery() as workers:
-            for part in missing:
-                workers.start_soon(self._part, part, client, url, redirects, limiter)
+            for _ in range(min(self.settings.parts, len(requests))):
+                workers.start_soon(self._connection, queue, client, url, redirects)
         checkpoints.cancel()
         # Synced while the hash catches up, rather than after it.
         await trio.to_thread.run_sync(self._checkpoint, self._take_dirty())
@@ -188,22 +196,22 @@ class Download(Transfer):
                     raise TransferFailed(f"max retries exceeded: {exc.message}") from None
                 await trio.sleep(self.settings.delay(failures))
 
-    async def _part(self, part: Part, client: RegistryClient, url: str, redirects: Redirects,
-                    limiter: trio.CapacityLimiter) -> None:
-        async with limiter:
+    async def _connection(self, requests: Iterator[tuple[Part, int, int]],
+                          client: RegistryClient, url: str, redirects: Redirects) -> None:
+        """One of the connections: the next range in blob order, until none is left."""
+        for part, start, end in requests:
             failures = 0
-            while part.remaining:
-                before = part.completed
+            while start < end:
                 try:
-                    await self._fetch(part, client, url, redirects)
-                    if part.completed > before:
+                    received = await self._fetch(part, start, end, client, url, redirects)
+                    start += received
+                    if received:
                         continue
                     error: RegistryError = RegistryError("registry sent no data")
-                except (RegistryRefused, Unauthorized):
-                    raise
-                except RegistryError as exc:
-                    error = exc
-                failures = 0 if part.completed > before else failures + 1
+                except PartialFetch as exc:
+                    received, error = exc.received, exc.error
+                    start += received
+                failures = 0 if received else failures + 1
                 if failures >= self.settings.retries:
                     raise TransferFailed(f"max retries exceeded: {error.message}")
                 log.info("%s part %d attempt %d failed: %s", self._short, part.n, failures,
@@ -211,30 +219,40 @@ class Download(Transfer):
                 if failures and not isinstance(error, Stalled):
                     await trio.sleep(self.settings.delay(failures))
 
-    async def _fetch(self, part: Part, client: RegistryClient, url: str,
-                     redirects: Redirects) -> None:
-        start, last = part.start, part.end - 1
-        async with client.stream("GET", url, headers={"Range": f"bytes={start}-{last}",
-                                                      **RANGE_HEADERS},
-                                 redirects=redirects) as response:
-            if response.status_code >= 300:
-                raise await client.fail(response)
-            protocol.check_range_response(response.status_code,
-                                          response.headers.get("content-range"), start, last,
-                                          self.size)
-            # Receiving and writing overlap: the socket is read while the last batch is being
-            # written (and hashed) in a thread.
-            send, receive = trio.open_memory_channel[bytes](WRITE_QUEUE)
-            failure: RegistryError | None = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, part, receive)
-                async with send:
-                    try:
-                        await self._receive(part.remaining, response, send)
-                    except RegistryError as exc:
-                        failure = exc  # what arrived before it is still written
-            if failure is not None:
-                raise failure
+    async def _fetch(self, part: Part, start: int, end: int, client: RegistryClient, url: str,
+                     redirects: Redirects) -> int:
+        """Bytes [start, end) of ``part``; how many arrived (and were written) in order.
+        Raises PartialFetch when the request fails after some did."""
+        received = 0
+        try:
+            async with client.stream("GET", url, headers={"Range": f"bytes={start}-{end - 1}",
+                                                          **RANGE_HEADERS},
+                                     redirects=redirects) as response:
+                if response.status_code >= 300:
+                    raise await client.fail(response)
+                protocol.check_range_response(response.status_code,
+                                              response.headers.get("content-range"), start,
+                                              end - 1, self.size)
+                # Receiving and writing overlap: the socket is read while the last batch is
+                # being written in a thread.
+                send, receive = trio.open_memory_channel[bytes](WRITE_QUEUE)
+                failure: RegistryError | None = None
+                written: list[int] = []
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, part, start, receive, written)
+                    async with send:
+                        try:
+                            await self._receive(end - start, response, send)
+                        except RegistryError as exc:
+                            failure = exc  # what arrived before it is still written
+                received = sum(written)
+                if failure is not None:
+                    raise failure
+                return received
+        except (RegistryRefused, Unauthorized):
+            raise
+        except RegistryError as exc:
+            raise PartialFetch(received, exc) from None
 
     async def _receive(self, expected: int, response: httpx.Response,
                        batches: trio.MemorySendChannel[bytes]) -> None:
@@ -265,17 +283,17 @@ class Download(Transfer):
                 with trio.CancelScope(shield=True):
                     await batches.send(_joined(pending))
 
-    async def _writer(self, part: Part, batches: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def _writer(self, part: Part, start: int, batches: trio.MemoryReceiveChannel[bytes],
+                      written: list[int]) -> None:
         async with batches:
             async for data in batches:
-                await self._write(part, data)
-
-    async def _write(self, part: Part, data: bytes) -> None:
-        await trio.to_thread.run_sync(_pwrite_all, self._fd, data, part.start)
-        part.completed += len(data)
-        self._dirty.add(part.n)
-        add_pulled_bytes(len(data))
-        self._wake()
+                offset = start + sum(written)
+                await trio.to_thread.run_sync(_pwrite_all, self._fd, data, offset)
+                written.append(len(data))
+                part.record(offset, len(data))
+                self._dirty.add(part.n)
+                add_pulled_bytes(len(data))
+                self._wake()
 
     def _wake(self) -> None:
         self._progress.set()

@@ -9,14 +9,20 @@ A download keeps, beside the final blob path ``blobs/sha256-<hex>``:
 
 ``Completed`` never runs ahead of the data: the file is synced before the state that counts it is
 written, so after a crash a part resumes at or before the first byte that is missing.
+
+A part is fetched as a run of ranged requests of at most a few megabytes, taken in blob order by
+a pool of connections, so that the bytes arrive nearly in order and the hash (which must read
+them in order) keeps up with the download. Requests finish out of order, so a part also keeps
+the ranges that have landed past its first missing byte; ``Completed`` counts only the
+unbroken prefix, and what lies past a gap is fetched again after a crash.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 from ollamad.registry.settings import TransferSettings
 
@@ -32,6 +38,8 @@ class Part:
     offset: int
     size: int
     completed: int = 0
+    # Ranges [start, end) written past the first missing byte, sorted, disjoint, not adjacent.
+    landed: list[tuple[int, int]] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def start(self) -> int:
@@ -46,6 +54,23 @@ class Part:
     @property
     def remaining(self) -> int:
         return self.size - self.completed
+
+    @property
+    def arrived(self) -> int:
+        """Bytes of the part on disk: the prefix and the ranges past it."""
+        return self.completed + sum(end - start for start, end in self.landed)
+
+    def record(self, start: int, count: int) -> None:
+        """``count`` bytes from blob offset ``start`` have been written."""
+        merged: list[tuple[int, int]] = []
+        for first, end in sorted([*self.landed, (start, start + count)]):
+            if merged and first <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+            else:
+                merged.append((first, end))
+        if merged[0][0] <= self.start:
+            self.completed = max(self.completed, min(merged.pop(0)[1], self.end) - self.offset)
+        self.landed = merged
 
     def to_json(self) -> bytes:
         # Go's json.Encoder output for Ollama's blobDownloadPart: field order, trailing newline.
@@ -90,6 +115,14 @@ def restore(found: Iterable[Part], total: int) -> list[Part] | None:
     if offset != total or not parts:
         return None
     return parts
+
+
+def ranges(parts: Iterable[Part], most: int) -> Iterator[tuple[Part, int, int]]:
+    """The missing bytes of ``parts`` as requests ``(part, start, end)`` of at most ``most``
+    bytes each, in blob order."""
+    for part in parts:
+        for start in range(part.start, part.end, most):
+            yield part, start, min(start + most, part.end)
 
 
 def state_number(filename: str, blob_filename: str) -> int | None:

@@ -1,15 +1,21 @@
 """Transfer settings, from the environment of the daemon.
 
 Ollama fixes these in its code; ollamad reads them so that a slow link, a small disk or a test
-can change them. The defaults are Ollama's.
+can change them. The defaults are Ollama's, but for the size of one request (Ollama asks for a
+whole part at once).
 
 =============================  ===========  ====================================================
 variable                       default      meaning
 =============================  ===========  ====================================================
-``OLLAMAD_TRANSFER_PARTS``     16           parts a blob is split into (at most this many run
-                                            at once; more parts when the maximum size binds)
+``OLLAMAD_TRANSFER_PARTS``     16           parts a blob is split into (more when the
+                                            maximum size binds), and the requests that run
+                                            at once
 ``OLLAMAD_TRANSFER_PART_MIN``  100MB        smallest part; a smaller blob is one request
 ``OLLAMAD_TRANSFER_PART_MAX``  1000MB       largest part
+``OLLAMAD_TRANSFER_REQUEST``   16MiB        most bytes one ranged request asks for: the
+                                            parts' bytes are requested in this order by
+                                            the ``PARTS`` connections, so that they arrive
+                                            nearly in order and hashing keeps up
 ``OLLAMAD_TRANSFER_STALL``     30s          no byte for this long restarts a part (and times
                                             out a manifest or token request)
 ``OLLAMAD_TRANSFER_RETRIES``   6            attempts of a part that makes no progress
@@ -61,12 +67,15 @@ class TransferSettings:
     backoff: float = 1.0
     # How often part progress is made durable; a kill loses at most this much of a pull.
     checkpoint: float = 1.0
+    request: int = 16 << 20
 
     def __post_init__(self) -> None:
         if self.parts < 1 or self.retries < 1:
             raise ValueError("transfer parts and retries must be at least 1")
         if not 0 < self.part_min <= self.part_max:
             raise ValueError("transfer part sizes must satisfy 0 < minimum <= maximum")
+        if self.request <= 0:
+            raise ValueError("the transfer request size must be positive")
         if self.stall <= 0 or self.backoff < 0:
             raise ValueError("the stall timeout must be positive and the backoff not negative")
 
@@ -76,6 +85,7 @@ class TransferSettings:
             parts=env_int(env, "OLLAMAD_TRANSFER_PARTS", cls.parts),
             part_min=_env_size(env, "OLLAMAD_TRANSFER_PART_MIN", cls.part_min),
             part_max=_env_size(env, "OLLAMAD_TRANSFER_PART_MAX", cls.part_max),
+            request=_env_size(env, "OLLAMAD_TRANSFER_REQUEST", cls.request),
             stall=env_duration(env, "OLLAMAD_TRANSFER_STALL", cls.stall),
             retries=env_int(env, "OLLAMAD_TRANSFER_RETRIES", cls.retries),
             backoff=env_duration(env, "OLLAMAD_TRANSFER_BACKOFF", cls.backoff),

@@ -165,7 +165,7 @@ class Engine:
         # Embedding tokens make llama.cpp output every token of the batch: a step reads prompts
         # of one kind only, the kind of the earliest job still reading its prompt.
         prompt_kind: type[Job] | None = None
-        entries = []
+        chosen: list[tuple[Job, int]] = []
         # Generating jobs first: a stream's next token never waits for someone's prompt.
         for job in sorted(jobs, key=lambda job: not job.generating):
             if job.generating:
@@ -181,9 +181,13 @@ class Engine:
                 prompt_room -= count
             if count <= 0:
                 continue
-            entries.append(self._add_to_batch(job, count))
+            chosen.append((job, count))
             room -= count
-        return entries
+        # In sequence order: with one KV stream per slot, llama.cpp puts consecutive sequence
+        # ids into one micro-batch and starts a new one at every break in the order, and each
+        # micro-batch is a whole pass through the model.
+        return [self._add_to_batch(job, count)
+                for job, count in sorted(chosen, key=lambda chosen: chosen[0].seq)]
 
     def _add_to_batch(self, job: Job, count: int) -> _Entry:
         slot = self._slots[job.seq]
