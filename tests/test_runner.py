@@ -158,7 +158,7 @@ async def test_num_predict_ends_with_length(runner: Runner) -> None:
 
 @bounded
 async def test_format_json_gives_json(runner: Runner) -> None:
-    prompt = CHAT.format("Is Paris in France? Answer with {\"answer\": true} or {\"answer\": false}.")
+    prompt = CHAT.format('Is Paris in France? Answer with {"answer": true} or {"answer": false}.')
     text, final = await complete(runner, prompt, format="json",
                                  options={**GREEDY, "num_predict": 128, "repeat_penalty": 1.3})
     assert final["done_reason"] == "stop"
