@@ -43,9 +43,6 @@ class PassedFile(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def fileno(self) -> int:
-        return self._fd
-
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         self._wait(select.POLLIN)
         return os.readv(self._fd, [buffer])

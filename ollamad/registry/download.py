@@ -52,14 +52,6 @@ class Stalled(RegistryError):
         super().__init__("part stalled")
 
 
-class PartialFetch(RegistryError):
-    """A ranged request failed after ``received`` of its bytes arrived (and were written)."""
-
-    def __init__(self, received: int, error: RegistryError) -> None:
-        super().__init__(error.message)
-        self.received, self.error = received, error
-
-
 class Download(Transfer):
     """The download of ``digest`` (``size`` bytes) into ``blobs`` from ``url``."""
 
@@ -202,15 +194,14 @@ class Download(Transfer):
         for part, start, end in requests:
             failures = 0
             while start < end:
-                try:
-                    received = await self._fetch(part, start, end, client, url, redirects)
-                    start += received
+                received, error = await self._fetch(part, start, end, client, url, redirects)
+                start += received
+                if isinstance(error, (RegistryRefused, Unauthorized)):
+                    raise error
+                if error is None:
                     if received:
                         continue
-                    error: RegistryError = RegistryError("registry sent no data")
-                except PartialFetch as exc:
-                    received, error = exc.received, exc.error
-                    start += received
+                    error = RegistryError("registry sent no data")
                 failures = 0 if received else failures + 1
                 if failures >= self.settings.retries:
                     raise TransferFailed(f"max retries exceeded: {error.message}")
@@ -220,10 +211,11 @@ class Download(Transfer):
                     await trio.sleep(self.settings.delay(failures))
 
     async def _fetch(self, part: Part, start: int, end: int, client: RegistryClient, url: str,
-                     redirects: Redirects) -> int:
-        """Bytes [start, end) of ``part``; how many arrived (and were written) in order.
-        Raises PartialFetch when the request fails after some did."""
-        received = 0
+                     redirects: Redirects) -> tuple[int, RegistryError | None]:
+        """Bytes [start, end) of ``part``: how many arrived in order (and were written), and
+        the error that ended the request early, if one did."""
+        written = [0]
+        failure: RegistryError | None = None
         try:
             async with client.stream("GET", url, headers={"Range": f"bytes={start}-{end - 1}",
                                                           **RANGE_HEADERS},
@@ -236,8 +228,6 @@ class Download(Transfer):
                 # Receiving and writing overlap: the socket is read while the last batch is
                 # being written in a thread.
                 send, receive = trio.open_memory_channel[bytes](WRITE_QUEUE)
-                failure: RegistryError | None = None
-                written: list[int] = []
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer, part, start, receive, written)
                     async with send:
@@ -245,14 +235,9 @@ class Download(Transfer):
                             await self._receive(end - start, response, send)
                         except RegistryError as exc:
                             failure = exc  # what arrived before it is still written
-                received = sum(written)
-                if failure is not None:
-                    raise failure
-                return received
-        except (RegistryRefused, Unauthorized):
-            raise
         except RegistryError as exc:
-            raise PartialFetch(received, exc) from None
+            failure = exc
+        return written[0], failure
 
     async def _receive(self, expected: int, response: httpx.Response,
                        batches: trio.MemorySendChannel[bytes]) -> None:
@@ -285,11 +270,12 @@ class Download(Transfer):
 
     async def _writer(self, part: Part, start: int, batches: trio.MemoryReceiveChannel[bytes],
                       written: list[int]) -> None:
+        """Write the batches from ``start`` on, counting the bytes in ``written[0]``."""
         async with batches:
             async for data in batches:
-                offset = start + sum(written)
+                offset = start + written[0]
                 await trio.to_thread.run_sync(_pwrite_all, self._fd, data, offset)
-                written.append(len(data))
+                written[0] += len(data)
                 part.record(offset, len(data))
                 self._dirty.add(part.n)
                 add_pulled_bytes(len(data))
