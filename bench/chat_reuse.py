@@ -10,9 +10,8 @@ should come about as soon as turn 1's (target: at most 1.2x). The control is the
 with another system prompt: nothing reusable, the whole history evaluated. The baseline for
 the ratio is llama.cpp in-process: the same number of new tokens evaluated after the history
 cached against after a short prefix, with flash attention on (as the runner has it) and off.
-
-Order matters, because a new request takes the slot that shares the longest prefix with it:
-the short first turns come before the long conversation, the controls after its turn 2s.
+The whole conversation runs twice: on a default daemon and on one with
+``OLLAMA_FLASH_ATTENTION=0``.
 """
 
 from __future__ import annotations
@@ -115,18 +114,30 @@ def in_process_ratio(model: Path, settings: Settings, cached: int, new: int, run
     return {"short_s": short, "long_s": long, "ratio": long / short}
 
 
-def measure_chat(model: Path, settings: Settings, history: int = 960) -> dict[str, Any]:
-    with model_daemon(model) as daemon:
-        turns = conversation(daemon.socket, settings, history, settings.runs)
+FLASH_OFF = "OLLAMA_FLASH_ATTENTION=0"
+
+
+def summarize(turns: dict[str, list[Turn]]) -> dict[str, Any]:
     kinds = {kind: {"first_token_s": median(t.first_token for t in samples),
                     "prompt_eval_count": median(t.prompt_eval_count for t in samples)}
              for kind, samples in turns.items()}
     opening = turns["turn 1"][-1]
-    new = int(kinds["turn 2"]["prompt_eval_count"])
-    cached = int(kinds["turn 2, no reuse"]["prompt_eval_count"]) - new
     return {"kinds": kinds,
             "history_tokens": opening.prompt_eval_count + opening.eval_count,
-            "ratio": kinds["turn 2"]["first_token_s"] / kinds["turn 1"]["first_token_s"],
+            "ratio": kinds["turn 2"]["first_token_s"] / kinds["turn 1"]["first_token_s"]}
+
+
+def measure_chat(model: Path, settings: Settings, history: int = 960) -> dict[str, Any]:
+    with model_daemon(model) as daemon:
+        result = summarize(conversation(daemon.socket, settings, history, settings.runs))
+    name, value = FLASH_OFF.split("=")
+    with model_daemon(model, env={name: value}) as daemon:
+        result[FLASH_OFF] = summarize(conversation(daemon.socket, settings, history,
+                                                   settings.runs))
+    kinds = result["kinds"]
+    new = int(kinds["turn 2"]["prompt_eval_count"])
+    cached = int(kinds["turn 2, no reuse"]["prompt_eval_count"]) - new
+    return {**result,
             "in_process": {"cached": cached, "new": new, **{
                 name: in_process_ratio(model, settings, cached, new, settings.runs, flash)
                 for name, flash in (("flash attention", True), ("no flash attention", False))}}}
@@ -139,6 +150,10 @@ def report(result: dict[str, Any]) -> None:
         print(f"{kind:20}{figures['first_token_s'] * 1000:>12.1f}ms"
               f"{figures['prompt_eval_count']:>26.0f}")
     print(f"turn 2 / turn 1 first token: {result['ratio']:.2f} (target <= 1.2)")
+    off = result[FLASH_OFF]
+    print(f"with {FLASH_OFF}: turn 1 {off['kinds']['turn 1']['first_token_s'] * 1000:.1f} ms, "
+          f"turn 2 {off['kinds']['turn 2']['first_token_s'] * 1000:.1f} ms: "
+          f"{off['ratio']:.2f}")
     alone = result["in_process"]
     for name in ("flash attention", "no flash attention"):
         figures = alone[name]

@@ -152,10 +152,15 @@ def chat_rows(result: dict[str, Any]) -> list[Row]:
     kinds = result["kinds"]
     turn1, turn2, cold = kinds["turn 1"], kinds["turn 2"], kinds["turn 2, no reuse"]
     alone = result["in_process"]
+    off = result[chat_reuse.FLASH_OFF]
     return [
         Row(f"chat turn 2 first token ({result['history_tokens']}-token history)",
             ms(turn2["first_token_s"]), f"{ms(turn1['first_token_s'])} (turn 1)",
             result["ratio"], "<= 1.2", result["ratio"] <= 1.2),
+        Row(f"the same with {chat_reuse.FLASH_OFF}",
+            ms(off["kinds"]["turn 2"]["first_token_s"]),
+            f"{ms(off['kinds']['turn 1']['first_token_s'])} (turn 1)",
+            off["ratio"], "<= 1.2", off["ratio"] <= 1.2),
         *(Row(f"chat turn 2/1 vs llama.cpp alone, {name[:-10]}", f"{result['ratio']:.2f}x",
               f"{alone[name]['ratio']:.2f}x ({alone['new']} tokens after {alone['cached']} "
               f"/ after {chat_reuse.SHORT_PREFIX})", result["ratio"] / alone[name]["ratio"],

@@ -84,6 +84,8 @@ class Settings:
     max_queue: int = 512
     num_parallel: int = 0  # 0: automatic, see Inference.load_options
     context_length: int = 4096
+    # None: llama.cpp decides, which means on for the CPU (see ollamad.runner.llama).
+    flash_attention: bool | None = None
 
     @property
     def identity_dir(self) -> Path:
@@ -102,4 +104,6 @@ class Settings:
             max_queue=env_int(env, "OLLAMA_MAX_QUEUE", 512),
             num_parallel=env_int(env, "OLLAMA_NUM_PARALLEL", 0),
             context_length=env_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
+            flash_attention=(env_bool(env, "OLLAMA_FLASH_ATTENTION")
+                             if env_value(env, "OLLAMA_FLASH_ATTENTION") else None),
         )

@@ -104,7 +104,8 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     scheduler = Scheduler(activity, default_keep_alive=settings.keep_alive,
                           max_loaded=settings.max_loaded_models, max_queue=settings.max_queue)
     inference = Inference(store, scheduler, InferenceSettings(
-        settings.keep_alive, settings.context_length, settings.num_parallel))
+        settings.keep_alive, settings.context_length, settings.num_parallel,
+        settings.flash_attention))
     service = Service(store, inference)
     ipc = IPCServer(service, activity, settings.max_frame_size)
     try:

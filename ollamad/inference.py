@@ -41,6 +41,7 @@ class Settings:
     keep_alive: float
     context_length: int
     num_parallel: int
+    flash_attention: bool | None = None
 
 
 class Inference:
@@ -91,6 +92,7 @@ class Inference:
             num_thread=opts["num_thread"] or None,
             use_mmap=opts.get("use_mmap", True),
             parallel=1 if embedding else self.parallel(model, num_ctx),
+            flash_attn=self.settings.flash_attention,
         )
 
     def parallel(self, model: Model, num_ctx: int) -> int:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from ollamad import options
+from ollamad.config import Settings
 from ollamad.durations import parse_duration, parse_go_duration, parse_keep_alive
 from ollamad.errors import BadRequest
 
@@ -94,3 +95,12 @@ def test_defaults_follow_ollama_and_the_environment() -> None:
     assert defaults["top_k"] == 40 and defaults["num_predict"] == -1 and defaults["seed"] == -1
     assert options.defaults(context_length=8192)["num_ctx"] == 8192
     assert "use_mmap" not in defaults
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, None), ("", None), ("0", False), ("false", False), ("'0'", False), ("1", True),
+    ("true", True), ("yes", True),
+])
+def test_flash_attention_from_the_environment(value: str | None, expected: bool | None) -> None:
+    env = {"HOME": "/nonexistent"} | ({} if value is None else {"OLLAMA_FLASH_ATTENTION": value})
+    assert Settings.from_env(env).flash_attention is expected

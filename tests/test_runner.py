@@ -21,6 +21,7 @@ import trio
 
 from ollamad.errors import BadRequest
 from ollamad.protocol import ClientConnection, ServerHello
+from ollamad.runner.engine import common_prefix
 from ollamad.runner.handle import LoadOptions, Runner, RunnerError
 from ollamad.runner.textstream import TextStream
 from tests.processes import children, wait_gone
@@ -253,6 +254,52 @@ async def test_parallel_streams_match_their_solo_answers(nursery: trio.Nursery,
         assert (await runner.health())["busy"] == 0
     finally:
         await runner.stop()
+
+
+@bounded
+async def test_flash_attention_off_answers(nursery: trio.Nursery, smollm2_gguf: Path) -> None:
+    runner = await start(nursery, smollm2_gguf, flash_attn=False)
+    try:
+        text, final = await complete(runner, FRANCE, options=GREEDY)
+        assert "Paris" in text and final["done_reason"] == "stop"
+    finally:
+        await runner.stop()
+
+
+SYSTEM = ("<|im_start|>system\n" + "You are a careful assistant who answers briefly. " * 6
+          + "<|im_end|>\n")
+
+
+@bounded
+async def test_new_conversation_copies_the_shared_prefix_and_spares_the_long_one(
+        runner: Runner, nursery: trio.Nursery, smollm2_gguf: Path) -> None:
+    story = SYSTEM + CHAT.format("Write a long story about a dragon.")
+    question = SYSTEM + CHAT.format("What is two plus two?")
+    options = {**GREEDY, "num_predict": 12}
+    alone, _ = await complete(runner, question, options=options)
+    shared = common_prefix(await runner.tokenize(story), await runner.tokenize(question))
+
+    two = await start(nursery, smollm2_gguf, parallel=2)
+    try:
+        answer, first = await complete(two, story, options={**GREEDY, "num_predict": 120},
+                                       return_context=True)
+        story_cache = (await two.health())["slot_tokens"][0]
+        # Taking the story's slot would keep the system prompt and lose the story: the question
+        # goes to the other slot, starting from a copy of the system prompt.
+        text, final = await complete(two, question, options=options)
+        assert text == alone
+        assert final["prompt_cached"] == shared
+        question_cache = shared + final["prompt_eval_count"] + final["eval_count"] - 1
+        assert (await two.health())["slot_tokens"] == [story_cache, question_cache]
+        follow_up = story + answer + "<|im_end|>\n" + CHAT.format("Give it a title.")
+        _, second = await complete(two, follow_up, options=options)
+        # The story's slot still holds the story (up to where the answer, tokenized again as
+        # text, parts from the tokens generated).
+        kept = common_prefix(first["context"][:-1], await two.tokenize(follow_up))
+        assert kept > len(await two.tokenize(story))
+        assert second["prompt_cached"] == kept
+    finally:
+        await two.stop()
 
 
 @bounded

@@ -147,6 +147,8 @@ class Model:
         self.n_ctx_per_slot = min(params.num_ctx, lc.llama_n_ctx_seq(ctx))
         self.add_bos = bool(lc.llama_vocab_get_add_bos(self.vocab))
         self.can_shift = bool(lc.llama_memory_can_shift(self.memory))
+        # A recurrent state is not a KV stream whose prefix survives a copy and a trim.
+        self.can_copy = not (lc.llama_model_is_recurrent(model) or lc.llama_model_is_hybrid(model))
         self.pooling = _pooling(model)
         self._embeddings = False
 
@@ -261,6 +263,11 @@ class Model:
     def forget(self, seq: int, start: int) -> bool:
         """Drop ``seq``'s cache from position ``start`` on. False if it cannot drop a part."""
         return bool(lc.llama_memory_seq_rm(self.memory, seq, start, -1))
+
+    def copy(self, source: int, target: int) -> None:
+        """Make ``target``'s cache a copy of ``source``'s. With one KV stream per sequence
+        llama.cpp copies the whole stream, at the start of the next decode."""
+        lc.llama_memory_seq_cp(self.memory, source, target, -1, -1)
 
     def discard(self, seq: int, keep: int, count: int, end: int) -> bool:
         """Remove positions [keep, keep+count) of ``seq`` and move the rest down, if possible."""
