@@ -298,8 +298,46 @@ async def test_new_conversation_copies_the_shared_prefix_and_spares_the_long_one
         kept = common_prefix(first["context"][:-1], await two.tokenize(follow_up))
         assert kept > len(await two.tokenize(story))
         assert second["prompt_cached"] == kept
+        # The same prompt again (a regenerated answer) takes the slot that holds it, however
+        # long the answer there: that answer is what is being replaced.
+        _, again = await complete(two, question, options={**GREEDY, "num_predict": 200})
+        _, again = await complete(two, question, options=options)
+        assert again["prompt_cached"] == len(await two.tokenize(question)) - 1
+        assert (await two.health())["slot_tokens"][0] >= kept
     finally:
         await two.stop()
+
+
+@bounded
+async def test_a_new_stream_takes_the_free_slot_between_busy_ones(nursery: trio.Nursery,
+                                                                   smollm2_gguf: Path) -> None:
+    runner = await start(nursery, smollm2_gguf, parallel=4)
+
+    async def ask(question: str, num_predict: int, first: trio.Event, done: trio.Event) -> None:
+        async for _event in runner.completion({"prompt": CHAT.format(question), "options": {
+                **GREEDY, "num_predict": num_predict}}):
+            first.set()
+        done.set()
+
+    async def start_stream(streams: trio.Nursery, question: str, num_predict: int) -> trio.Event:
+        first, done = trio.Event(), trio.Event()
+        streams.start_soon(ask, question, num_predict, first, done)
+        await first.wait()
+        return done
+
+    try:
+        async with trio.open_nursery() as streams:
+            await start_stream(streams, "Write a long story about a dragon.", 400)
+            short = await start_stream(streams, "What is two plus two?", 30)
+            await start_stream(streams, "Write a long poem about the sea.", 400)
+            await short.wait()
+            # Slots 0 and 2 stream; slot 3 has never been used, slot 1 was the short answer's.
+            # Slot 3 would split each decode into two passes (runs 0 and 2-3).
+            await start_stream(streams, "Name three colours.", 400)
+            assert (await runner.health())["slot_tokens"][3] == 0
+            streams.cancel_scope.cancel()
+    finally:
+        await runner.stop()
 
 
 @bounded

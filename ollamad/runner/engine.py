@@ -12,6 +12,7 @@ cheaper than evaluating it (Ollama's multi-user cache does the same).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -54,6 +55,8 @@ class Slot:
     # The tokens this sequence's KV cache holds, by position; kept after a job ends for reuse.
     cached: list[int] = field(default_factory=list)
     job: Job | None = None
+    # The prompt length of the last job, so that what follows it in ``cached`` is its answer.
+    prompt_length: int = 0
     last_used: int = 0
 
 
@@ -186,18 +189,31 @@ class Engine:
             job.admit(slot.seq, reused)
             self._admissions += 1
             slot.job, slot.last_used = job, self._admissions
+            slot.prompt_length = len(job.prompt)
             log.debug("request %d: slot %d, reusing %d cached tokens%s, evaluating %d",
                       job.request_id, slot.seq, reused,
                       f" copied from slot {source.seq}" if copied else "", len(job.pending))
 
-    @staticmethod
-    def _choose(free: Sequence[Slot], prefixes: dict[int, int]) -> Slot:
+    def _choose(self, free: Sequence[Slot], prefixes: dict[int, int]) -> Slot:
         """The free slot whose cache shares the longest prefix with the job's prompt, unless
-        taking it would throw away more of that cache than it keeps (another conversation that
-        shares only a system prompt, say): then the least recently used slot, never used first."""
-        oldest = min(free, key=lambda slot: slot.last_used)
-        best = max(free, key=lambda slot: (prefixes[slot.seq], -slot.last_used))
-        return best if 2 * prefixes[best.seq] >= len(best.cached) else oldest
+        taking it would lose a conversation: the prefix ends before the slot's last prompt did,
+        and it is less than half the cache (another conversation that shares only the system
+        prompt, say). Then the least recently used slot, never used first. A slot's last answer
+        alone is not worth keeping: the same prompt again asks for a new one.
+
+        Among equals, a slot next to the busy ones: llama.cpp decodes each run of consecutive
+        sequence ids as a pass of its own."""
+        busy = {slot.seq for slot in self._slots if slot.job is not None}
+
+        def runs(slot: Slot) -> int:
+            seqs = sorted(busy | {slot.seq})
+            return 1 + sum(b != a + 1 for a, b in itertools.pairwise(seqs))
+
+        best = max(free, key=lambda slot: (prefixes[slot.seq], -runs(slot), -slot.last_used))
+        prefix = prefixes[best.seq]
+        if prefix >= min(best.prompt_length, len(best.cached)) or 2 * prefix >= len(best.cached):
+            return best
+        return min(free, key=lambda slot: (runs(slot), slot.last_used))
 
     def _worth_copying(self, gain: int) -> bool:
         """Whether copying another slot's cache beats evaluating ``gain`` more prompt tokens.
