@@ -309,6 +309,30 @@ async def test_new_conversation_copies_the_shared_prefix_and_spares_the_long_one
 
 
 @bounded
+async def test_copy_from_a_slot_that_is_streaming(runner: Runner, nursery: trio.Nursery,
+                                                  smollm2_gguf: Path) -> None:
+    story = SYSTEM + CHAT.format("Write a long story about a dragon.")
+    question = SYSTEM + CHAT.format("What is two plus two?")
+    options = {**GREEDY, "num_predict": 12}
+    alone, _ = await complete(runner, question, options=options)
+    shared = common_prefix(await runner.tokenize(story), await runner.tokenize(question))
+
+    two = await start(nursery, smollm2_gguf, parallel=2)
+    try:
+        async with contextlib.aclosing(two.completion(
+                {"prompt": story, "options": {**GREEDY, "num_predict": 400}})) as streaming:
+            async for event in streaming:
+                if "content" in event:
+                    break
+            # The story's slot is being written at every step while the copy is pending.
+            text, final = await complete(two, question, options=options)
+        assert text == alone
+        assert final["prompt_cached"] == shared
+    finally:
+        await two.stop()
+
+
+@bounded
 async def test_a_new_stream_takes_the_free_slot_between_busy_ones(nursery: trio.Nursery,
                                                                    smollm2_gguf: Path) -> None:
     runner = await start(nursery, smollm2_gguf, parallel=4)
