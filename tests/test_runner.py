@@ -268,68 +268,66 @@ async def test_flash_attention_off_answers(nursery: trio.Nursery, smollm2_gguf: 
 
 SYSTEM = ("<|im_start|>system\n" + "You are a careful assistant who answers briefly. " * 6
           + "<|im_end|>\n")
+STORY = SYSTEM + CHAT.format("Write a long story about a dragon.")
+QUESTION = SYSTEM + CHAT.format("What is two plus two?")
+SHORT = {**GREEDY, "num_predict": 12}
+
+
+@pytest.fixture
+async def two_slots(nursery: trio.Nursery, smollm2_gguf: Path) -> AsyncIterator[Runner]:
+    runner = await start(nursery, smollm2_gguf, parallel=2)
+    yield runner
+    await runner.stop()
+
+
+async def question_alone(runner: Runner) -> tuple[str, int]:
+    """QUESTION's answer from a runner with nothing cached, and the tokens it shares with
+    STORY: the system prompt and the chat template's start."""
+    alone, _ = await complete(runner, QUESTION, options=SHORT)
+    return alone, common_prefix(await runner.tokenize(STORY), await runner.tokenize(QUESTION))
 
 
 @bounded
 async def test_new_conversation_copies_the_shared_prefix_and_spares_the_long_one(
-        runner: Runner, nursery: trio.Nursery, smollm2_gguf: Path) -> None:
-    story = SYSTEM + CHAT.format("Write a long story about a dragon.")
-    question = SYSTEM + CHAT.format("What is two plus two?")
-    options = {**GREEDY, "num_predict": 12}
-    alone, _ = await complete(runner, question, options=options)
-    shared = common_prefix(await runner.tokenize(story), await runner.tokenize(question))
-
-    two = await start(nursery, smollm2_gguf, parallel=2)
-    try:
-        answer, first = await complete(two, story, options={**GREEDY, "num_predict": 120},
-                                       return_context=True)
-        story_cache = (await two.health())["slot_tokens"][0]
-        # Taking the story's slot would keep the system prompt and lose the story: the question
-        # goes to the other slot, starting from a copy of the system prompt.
-        text, final = await complete(two, question, options=options)
-        assert text == alone
-        assert final["prompt_cached"] == shared
-        question_cache = shared + final["prompt_eval_count"] + final["eval_count"] - 1
-        assert (await two.health())["slot_tokens"] == [story_cache, question_cache]
-        follow_up = story + answer + "<|im_end|>\n" + CHAT.format("Give it a title.")
-        _, second = await complete(two, follow_up, options=options)
-        # The story's slot still holds the story (up to where the answer, tokenized again as
-        # text, parts from the tokens generated).
-        kept = common_prefix(first["context"][:-1], await two.tokenize(follow_up))
-        assert kept > len(await two.tokenize(story))
-        assert second["prompt_cached"] == kept
-        # The same prompt again (a regenerated answer) takes the slot that holds it, however
-        # long the answer there: that answer is what is being replaced.
-        _, again = await complete(two, question, options={**GREEDY, "num_predict": 200})
-        _, again = await complete(two, question, options=options)
-        assert again["prompt_cached"] == len(await two.tokenize(question)) - 1
-        assert (await two.health())["slot_tokens"][0] >= kept
-    finally:
-        await two.stop()
+        runner: Runner, two_slots: Runner) -> None:
+    alone, shared = await question_alone(runner)
+    answer, first = await complete(two_slots, STORY, options={**GREEDY, "num_predict": 120},
+                                   return_context=True)
+    story_cache = (await two_slots.health())["slot_tokens"][0]
+    # Taking the story's slot would keep the system prompt and lose the story: the question
+    # goes to the other slot, starting from a copy of the system prompt.
+    text, final = await complete(two_slots, QUESTION, options=SHORT)
+    assert text == alone
+    assert final["prompt_cached"] == shared
+    question_cache = shared + final["prompt_eval_count"] + final["eval_count"] - 1
+    assert (await two_slots.health())["slot_tokens"] == [story_cache, question_cache]
+    follow_up = STORY + answer + "<|im_end|>\n" + CHAT.format("Give it a title.")
+    _, second = await complete(two_slots, follow_up, options=SHORT)
+    # The story's slot still holds the story (up to where the answer, tokenized again as
+    # text, parts from the tokens generated).
+    kept = common_prefix(first["context"][:-1], await two_slots.tokenize(follow_up))
+    assert kept > len(await two_slots.tokenize(STORY))
+    assert second["prompt_cached"] == kept
+    # The same prompt again (a regenerated answer) takes the slot that holds it, however long
+    # the answer there: that answer is what is being replaced.
+    await complete(two_slots, QUESTION, options={**GREEDY, "num_predict": 200})
+    _, again = await complete(two_slots, QUESTION, options=SHORT)
+    assert again["prompt_cached"] == len(await two_slots.tokenize(QUESTION)) - 1
+    assert (await two_slots.health())["slot_tokens"][0] >= kept
 
 
 @bounded
-async def test_copy_from_a_slot_that_is_streaming(runner: Runner, nursery: trio.Nursery,
-                                                  smollm2_gguf: Path) -> None:
-    story = SYSTEM + CHAT.format("Write a long story about a dragon.")
-    question = SYSTEM + CHAT.format("What is two plus two?")
-    options = {**GREEDY, "num_predict": 12}
-    alone, _ = await complete(runner, question, options=options)
-    shared = common_prefix(await runner.tokenize(story), await runner.tokenize(question))
-
-    two = await start(nursery, smollm2_gguf, parallel=2)
-    try:
-        async with contextlib.aclosing(two.completion(
-                {"prompt": story, "options": {**GREEDY, "num_predict": 400}})) as streaming:
-            async for event in streaming:
-                if "content" in event:
-                    break
-            # The story's slot is being written at every step while the copy is pending.
-            text, final = await complete(two, question, options=options)
-        assert text == alone
-        assert final["prompt_cached"] == shared
-    finally:
-        await two.stop()
+async def test_copy_from_a_slot_that_is_streaming(runner: Runner, two_slots: Runner) -> None:
+    alone, shared = await question_alone(runner)
+    async with contextlib.aclosing(two_slots.completion(
+            {"prompt": STORY, "options": {**GREEDY, "num_predict": 400}})) as streaming:
+        async for event in streaming:
+            if "content" in event:
+                break
+        # The story's slot is being written at every step while the copy is pending.
+        text, final = await complete(two_slots, QUESTION, options=SHORT)
+    assert text == alone
+    assert final["prompt_cached"] == shared
 
 
 @bounded
